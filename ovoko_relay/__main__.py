@@ -1,0 +1,7 @@
+"""Allow `python -m ovoko_relay`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

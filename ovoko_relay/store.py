@@ -1,0 +1,398 @@
+"""SQLite persistence: events, deliveries and their attempts, written by one thread.
+
+Every write goes through :class:`Store.write`, which hands a function to the
+writer thread. The writer runs the functions that arrive together inside one
+transaction (each in its own savepoint, so one failure spoils no other) and
+commits once: one fsync serves many webhook requests. A caller is answered
+only after the commit that holds its write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import StoreError
+from .events import Event
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,
+    event_id     TEXT NOT NULL UNIQUE,
+    event_type   TEXT NOT NULL,
+    event_time   TEXT NOT NULL,
+    received_at  REAL NOT NULL,
+    body         TEXT NOT NULL,
+    processed_at REAL
+);
+CREATE INDEX IF NOT EXISTS events_unprocessed ON events (id)
+    WHERE processed_at IS NULL;
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    step        INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    plugin      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'claimed', 'done', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_at      REAL NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    last_error  TEXT,
+    UNIQUE (event_id, rule, step)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    number      INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+"""
+
+DELIVERY_STATUSES = ("pending", "claimed", "done", "dead")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (event, rule, step) to deliver, as stored."""
+
+    id: int
+    event_id: str
+    rule: str
+    step: int
+    action: str
+    plugin: str
+    status: str
+    attempts: int
+    due_at: float
+    created_at: float
+    updated_at: float
+    last_error: str | None
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    done: threading.Event
+    result: Any = None
+    error: BaseException | None = None
+
+
+def connect(path: str, timeout: float = 2.0) -> sqlite3.Connection:
+    """Open the database in WAL mode with fsync on every commit."""
+    conn = sqlite3.connect(
+        path, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return conn
+
+
+class Store:
+    """The relay's durable state, safe to use from many threads."""
+
+    def __init__(self, path: str, write_timeout: float = 5.0) -> None:
+        self.path = path
+        self.write_timeout = write_timeout
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._listeners: list[Callable[[], None]] = []
+
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._writer_conn = connect(path)
+            self._writer_conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        self._thread = threading.Thread(
+            target=self._write_loop, name="store-writer", daemon=True
+        )
+        self._thread.start()
+
+    # -- writing --------------------------------------------------------------
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer thread; return once its result is committed."""
+        job = _Job(fn, threading.Event())
+        self._jobs.put(job)
+        if not job.done.wait(self.write_timeout):
+            raise StoreError(
+                f"the database did not commit within {self.write_timeout:g}s"
+            )
+        if job.error is not None:
+            raise StoreError(f"the database refused the write: {job.error}") from (
+                job.error
+            )
+        return job.result  # type: ignore[no-any-return]
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (quickly, in the writer thread) after each commit."""
+        self._listeners.append(listener)
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(job)
+            self._commit_batch(conn, batch)
+        conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.fn(conn)
+                    conn.execute("RELEASE job")
+                except Exception as exc:  # noqa: BLE001 — reported to its caller
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    job.error = exc
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("store outcome=commit_failed error=%r", str(exc))
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            for job in batch:
+                job.error = exc
+        for job in batch:
+            job.done.set()
+        for listener in self._listeners:
+            listener()
+
+    def close(self) -> None:
+        """Finish queued writes and close the writer."""
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+
+    # -- reading --------------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        """Return this thread's read connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+        return conn
+
+    # -- events ---------------------------------------------------------------
+
+    def add_event(self, event: Event, body: str) -> bool:
+        """Store an event durably; return False if its event_id was already kept."""
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO events"
+                " (event_id, event_type, event_time, received_at, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event.event_id, event.event_type, event.timestamp, time.time(), body),
+            )
+            return cursor.rowcount == 1
+
+        return self.write(insert)
+
+    def get_event(self, event_id: str) -> Event | None:
+        """Return a stored event by its event_id, or None."""
+        row = (
+            self.reader()
+            .execute("SELECT body FROM events WHERE event_id = ?", (event_id,))
+            .fetchone()
+        )
+        return _event(row["body"]) if row else None
+
+    def unprocessed_events(self, limit: int = 100) -> list[Event]:
+        """Return stored events whose rules have not been run yet, oldest first."""
+        rows = self.reader().execute(
+            "SELECT body FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [_event(row["body"]) for row in rows]
+
+    def count_events(self) -> int:
+        """Return how many events are stored."""
+        return int(self.reader().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def mark_processed(
+        self, event_id: str, deliveries: Iterable[tuple[str, int, str, str]]
+    ) -> None:
+        """Record an event's deliveries (rule, step, action, plugin), mark it done."""
+        rows = list(deliveries)
+
+        def record(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (event_id, rule, step, action,"
+                " plugin, status, due_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [(event_id, r, s, a, p, now, now, now) for r, s, a, p in rows],
+            )
+            conn.execute(
+                "UPDATE events SET processed_at = ? WHERE event_id = ?",
+                (now, event_id),
+            )
+
+        self.write(record)
+
+    def is_writable(self) -> bool:
+        """Tell whether a write commits right now."""
+        try:
+            self.write(lambda conn: conn.execute("SELECT 1").fetchone())
+        except StoreError:
+            return False
+        return os.access(self.path, os.W_OK)
+
+    # -- deliveries -----------------------------------------------------------
+
+    def claim_due(self, limit: int = 1) -> list[Delivery]:
+        """Claim up to ``limit`` pending deliveries that are due."""
+
+        def claim(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "UPDATE deliveries SET status = 'claimed', updated_at = ?1"
+                " WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending'"
+                " AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2)"
+                " RETURNING *",
+                (time.time(), limit),
+            ).fetchall()
+            return [Delivery(**dict(row)) for row in rows]
+
+        return self.write(claim)
+
+    def next_due_at(self) -> float | None:
+        """Return when the earliest pending delivery falls due, or None."""
+        row = (
+            self.reader()
+            .execute("SELECT min(due_at) FROM deliveries WHERE status = 'pending'")
+            .fetchone()
+        )
+        return row[0]
+
+    def finish_attempt(
+        self,
+        delivery: Delivery,
+        started_at: float,
+        outcome: str,
+        error: str | None,
+        due_at: float | None = None,
+    ) -> None:
+        """Record one attempt and move the delivery to done, pending or dead."""
+        status = {"done": "done", "retry": "pending", "dead": "dead"}[outcome]
+
+        def record(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, finished_at,"
+                " outcome, error) VALUES (?, ?, ?, ?, ?, ?)",
+                (delivery.id, delivery.attempts + 1, started_at, now, outcome, error),
+            )
+            conn.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
+                " due_at = ?, updated_at = ?, last_error = ? WHERE id = ?",
+                (status, due_at or now, now, error, delivery.id),
+            )
+
+        self.write(record)
+
+    def release_claims(self) -> int:
+        """Return claimed deliveries to pending (at start, after a crash)."""
+
+        def release(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE deliveries SET status = 'pending' WHERE status = 'claimed'"
+            ).rowcount
+
+        return self.write(release)
+
+    def deliveries(
+        self, status: str | None = None, event_id: str | None = None, limit: int = 1000
+    ) -> list[Delivery]:
+        """List deliveries, newest first, filtered by status and event."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if event_id:
+            where.append("event_id = ?")
+            args.append(event_id)
+        sql = "SELECT * FROM deliveries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self.reader().execute(sql, (*args, limit)).fetchall()
+        return [Delivery(**dict(row)) for row in rows]
+
+    def attempts(self, delivery_id: int) -> list[sqlite3.Row]:
+        """Return the attempts of one delivery, oldest first."""
+        return (
+            self.reader()
+            .execute(
+                "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number",
+                (delivery_id,),
+            )
+            .fetchall()
+        )
+
+    def requeue(self, event_id: str | None = None, dead: bool = False) -> int:
+        """Make deliveries due now again: an event's (all of them) or all dead ones."""
+
+        def requeue(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            if event_id is not None:
+                return conn.execute(
+                    "UPDATE deliveries SET status = 'pending', due_at = ?,"
+                    " attempts = 0, updated_at = ? WHERE event_id = ?"
+                    " AND status != 'claimed'",
+                    (now, now, event_id),
+                ).rowcount
+            return conn.execute(
+                "UPDATE deliveries SET status = 'pending', due_at = ?, attempts = 0,"
+                " updated_at = ? WHERE status = 'dead'",
+                (now, now),
+            ).rowcount
+
+        return self.write(requeue)
+
+
+def _event(body: str) -> Event:
+    return Event.from_envelope(json.loads(body))

@@ -1,0 +1,227 @@
+"""Read YAML as written: every value keeps its text and its place in the file."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import ConfigError, Problem
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NULLS = {"", "~", "null", "Null", "NULL"}
+
+
+class Mark:
+    """A place in a config file: file name, 1-based line and column."""
+
+    __slots__ = ("file", "line", "col")
+
+    def __init__(self, file: str, line: int, col: int) -> None:
+        self.file = file
+        self.line = line
+        self.col = col
+
+    def problem(self, message: str, severity: str = "error") -> Problem:
+        """Return a problem located here."""
+        return Problem(self.file, self.line, self.col, message, severity)
+
+    def __repr__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class Text(str):
+    """A scalar exactly as the person wrote it, with its place in the file.
+
+    ``null`` is true for an empty value or ``~``/``null`` written without quotes.
+    ``secret`` is true when any part of the value came from the environment.
+    """
+
+    mark: Mark
+    null: bool
+    secret: bool
+
+    def __new__(
+        cls, value: str, mark: Mark, null: bool = False, secret: bool = False
+    ) -> Text:
+        text = super().__new__(cls, value)
+        text.mark = mark
+        text.null = null
+        text.secret = secret
+        return text
+
+
+class Map(dict[str, Any]):
+    """A YAML mapping whose keys are Text, so each key knows its line."""
+
+    mark: Mark
+
+    def key_mark(self, key: str) -> Mark:
+        """Return where ``key`` is written, or where the mapping starts."""
+        for k in self:
+            if k == key and isinstance(k, Text):
+                return k.mark
+        return self.mark
+
+
+class Seq(list[Any]):
+    """A YAML sequence that knows where it starts."""
+
+    mark: Mark
+
+
+def mark_of(value: Any, default: Mark) -> Mark:
+    """Return the place of a loaded value, or ``default`` if it has none."""
+    return getattr(value, "mark", default)
+
+
+def plain(value: Any) -> Any:
+    """Return a loaded value as plain dicts, lists and strs (None for null)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, Text) and value.null:
+        return None
+    return str(value) if isinstance(value, str) else value
+
+
+def load_file(path: str, environ: Mapping[str, str] | None = None) -> Any:
+    """Load a YAML file as Map/Seq/Text, raising ConfigError with every problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([Problem(path, 1, 1, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path, 1, 1, f"cannot read file: {exc}")]) from exc
+    return load_text(text, path, os.environ if environ is None else environ)
+
+
+def load_text(text: str, file: str, environ: Mapping[str, str]) -> Any:
+    """Load YAML text as Map/Seq/Text, raising ConfigError with every problem."""
+    problems = _tab_problems(text, file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        if not problems:
+            problems.append(_syntax_problem(exc, file))
+        raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+
+    if root is None:
+        return Map()
+    builder = _Builder(file, environ)
+    value = builder.build(root)
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return value
+
+
+def _tab_problems(text: str, file: str) -> list[Problem]:
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            col = indent.index("\t") + 1
+            problems.append(
+                Problem(file, number, col, "tab in the indentation; indent with spaces")
+            )
+    return problems
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    what = exc.problem or exc.context or "invalid YAML"
+    return Problem(file, line, col, f"YAML syntax error: {what}")
+
+
+class _Builder:
+    """Turn composed YAML nodes into Map/Seq/Text, collecting problems."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.problems: list[Problem] = []
+
+    def mark(self, node: Node) -> Mark:
+        return Mark(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: Node) -> Any:
+        if isinstance(node, MappingNode):
+            return self.build_map(node)
+        if isinstance(node, SequenceNode):
+            seq = Seq(self.build(item) for item in node.value)
+            seq.mark = self.mark(node)
+            return seq
+        assert isinstance(node, ScalarNode)
+        return self.build_text(node)
+
+    def build_map(self, node: MappingNode) -> Map:
+        result = Map()
+        result.mark = self.mark(node)
+        first_seen: dict[str, Mark] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append(
+                    self.mark(key_node).problem(
+                        "YAML merge keys (<<) are not supported"
+                    )
+                )
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(
+                    self.mark(key_node).problem("a key must be plain text")
+                )
+                continue
+            key = Text(key_node.value, self.mark(key_node))
+            if key in first_seen:
+                self.problems.append(
+                    key.mark.problem(
+                        f"duplicate key `{key}` (first written on line "
+                        f"{first_seen[key].line}); keep only one"
+                    )
+                )
+                continue
+            first_seen[key] = key.mark
+            result[key] = self.build(value_node)
+        return result
+
+    def build_text(self, node: ScalarNode) -> Text:
+        mark = self.mark(node)
+        quoted = node.style in ("'", '"', "|", ">")
+        if not quoted and node.value in _NULLS:
+            return Text("", mark, null=True)
+        value, secret = self.interpolate(node.value, mark)
+        return Text(value, mark, secret=secret)
+
+    def interpolate(self, value: str, mark: Mark) -> tuple[str, bool]:
+        used_env = False
+
+        def replace(match: re.Match[str]) -> str:
+            nonlocal used_env
+            if match.group(0) == "$$":
+                return "$"
+            name, default = match.group(1), match.group(2)
+            if name in self.environ and self.environ[name] != "":
+                used_env = True
+                return self.environ[name]
+            if default is not None:
+                return default
+            self.problems.append(
+                mark.problem(
+                    f"environment variable `{name}` is not set; set it, or give a "
+                    f"default with ${{{name}:-default}}"
+                )
+            )
+            return ""
+
+        if "$" not in value:
+            return value, False
+        return _ENV_REF.sub(replace, value), used_env
