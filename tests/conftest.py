@@ -28,6 +28,18 @@ def sample(name: str) -> dict[str, Any]:
     return json.loads((SAMPLES / f"{name}.json").read_text())
 
 
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
 def all_samples() -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(SAMPLES.glob("*.json"))]
 
@@ -35,8 +47,11 @@ def all_samples() -> list[dict[str, Any]]:
 class RelayProcess:
     """A real `ovoko-relay serve` subprocess on an ephemeral loopback port."""
 
-    def __init__(self, config_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, config_path: Path, env: dict[str, str], config_flag: bool = True
+    ) -> None:
         self.config_path = config_path
+        self.config_flag = config_flag
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -49,8 +64,9 @@ class RelayProcess:
     def start(self, timeout: float = 15.0) -> RelayProcess:
         self._log = open(self.log_path, "w")  # noqa: SIM115 — closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ovoko_relay", "serve", "--config",
-             str(self.config_path), "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, "-m", "ovoko_relay", "serve", "--host", "127.0.0.1",
+             "--port", "0"]
+            + (["--config", str(self.config_path)] if self.config_flag else []),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -63,8 +79,12 @@ class RelayProcess:
                 self.port = int(match.group(1))
                 return self
             if self.proc.poll() is not None:
+                self._log.close()
                 raise AssertionError(f"relay exited at start:\n{self.log()}")
             time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
         raise AssertionError(f"relay did not start listening:\n{self.log()}")
 
     def log(self) -> str:
@@ -138,8 +158,11 @@ def start_relay(relay_env: dict[str, str]) -> Iterator[Any]:
     """Start real relays; every one still running is stopped after the test."""
     started: list[RelayProcess] = []
 
-    def start(config_path: Path, env: dict[str, str] | None = None) -> RelayProcess:
-        relay = RelayProcess(config_path, {**relay_env, **(env or {})}).start()
+    def start(
+        config_path: Path, env: dict[str, str] | None = None, config_flag: bool = True
+    ) -> RelayProcess:
+        merged = {**relay_env, **(env or {})}
+        relay = RelayProcess(config_path, merged, config_flag).start()
         started.append(relay)
         return relay
 
@@ -148,3 +171,4 @@ def start_relay(relay_env: dict[str, str]) -> Iterator[Any]:
         if relay.proc and relay.proc.poll() is None:
             relay.proc.kill()
             relay.proc.wait(10)
+        relay._log.close()
