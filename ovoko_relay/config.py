@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import plugins as plugin_registry
 from . import rules as rules_module
 from .errors import ConfigError, Problem
+from .events import EnvelopeError, check_envelope, parse_body
 from .plugins.base import Setting
 from .templates import compile_value
 from .yamlsource import Map, Mark, Seq, Text, load_file, mark_of, plain
@@ -23,6 +24,8 @@ _FALSE = {"false", "no", "off", "0"}
 ACTION_KEYS = ("plugin", "retry", "timeout")
 STEP_KEYS = ("action", "retry", "timeout")
 TEMPLATED_KINDS = ("text", "path", "list", "mapping", "any")
+TEST_KEYS = ("name", "event", "fires", "messages")
+MESSAGE_KEYS = ("rule", "action")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,27 @@ class Action:
 
 
 @dataclass
+class ExpectedMessage:
+    """What one action of one rule must render for an office test."""
+
+    rule: str
+    action: str
+    settings: dict[str, Any]
+    mark: Mark
+
+
+@dataclass
+class OfficeTest:
+    """One case of the `tests:` section: an event, the rules and messages due."""
+
+    name: str
+    event: Any
+    fires: list[str] | None
+    messages: list[ExpectedMessage]
+    mark: Mark
+
+
+@dataclass
 class Config:
     """Everything the relay needs, checked; built only by :func:`load`."""
 
@@ -96,7 +120,7 @@ class Config:
     rules: list[rules_module.Rule]
     secrets: frozenset[str] = frozenset()
     warnings: list[Problem] = field(default_factory=list)
-    tests: Any = None
+    tests: list[OfficeTest] = field(default_factory=list)
 
 
 def config_path(explicit: str | None) -> str:
@@ -120,12 +144,58 @@ def config_path(explicit: str | None) -> str:
 def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Load and check a config file; raise ConfigError listing every problem."""
     root = load_file(path, environ)
-    reader = _Reader(path)
+    reader = _Reader(path, environ)
     config = reader.config(root)
     if reader.problems:
-        raise ConfigError(reader.problems)
-    config.warnings = reader.warnings
+        raise ConfigError(_in_order(reader.problems + reader.warnings))
+    config.warnings = _in_order(reader.warnings)
     return config
+
+
+def _in_order(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.file, p.line, p.col))
+
+
+def load_storage(path: str) -> StorageConfig:
+    """Read only the `storage` section, for the commands that just open the store.
+
+    Environment variables the rest of the file needs (tokens, passwords) may be
+    unset here, so an operator can look at deliveries without the secrets.
+    """
+    root = load_file(path, _AnyVariable(os.environ))
+    reader = _Reader(path)
+    top = Mark(path, 1, 1)
+    root = reader.mapping(root, "the config file", top)
+    storage = reader.storage(root.get("storage"), root.key_mark("storage"))
+    unset = re.search(r"\$\{(\w+)\}", storage.path)
+    if unset:
+        reader.error(
+            mark_of(root.get("storage"), top),
+            f"`storage.path` needs the environment variable `{unset.group(1)}`, "
+            "which is not set",
+        )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return storage
+
+
+class _AnyVariable(Mapping[str, str]):
+    """The environment, where an unset variable reads as its own `${NAME}`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        return self.environ.get(name) or f"${{{name}}}"
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -145,8 +215,9 @@ def parse_duration(text: str) -> float:
 class _Reader:
     """Walk the loaded YAML, building the Config and collecting problems."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, environ: Mapping[str, str] | None = None) -> None:
         self.file = file
+        self.environ = environ
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.secrets: set[str] = set()
@@ -171,6 +242,7 @@ class _Reader:
         logging_config = self.logging(root.get("logging"), root.key_mark("logging"))
         actions = self.actions(root.get("actions"), root.key_mark("actions"), delivery)
         rules = self.rules(root.get("rules"), root.key_mark("rules"), actions)
+        tests = self.tests(root.get("tests"), root.key_mark("tests"), rules, actions)
         return Config(
             file=self.file,
             server=server,
@@ -181,7 +253,7 @@ class _Reader:
             actions=actions,
             rules=rules,
             secrets=frozenset(s for s in self.secrets if s),
-            tests=root.get("tests"),
+            tests=tests,
         )
 
     # -- shapes ---------------------------------------------------------------
@@ -254,6 +326,17 @@ class _Reader:
                 f"`{key}` must be a duration like 500ms, 2s, 5m or 1h, not `{value}`",
             )
             return default
+
+    def positive_duration(self, node: Map, key: str, default: float) -> float:
+        value = self.duration(node, key, default)
+        if value <= 0:
+            self.error(
+                node[key].mark,
+                f"`{key}` must be longer than zero, like 500ms, 2s or 1m, not "
+                f"`{node[key]}`",
+            )
+            return default
+        return value
 
     # -- sections -------------------------------------------------------------
 
@@ -336,7 +419,7 @@ class _Reader:
         return DeliveryConfig(
             workers=self.integer(node, "workers", d.workers, minimum=1),
             retry=self.retry(node.get("retry"), node.key_mark("retry"), d.retry),
-            timeout=self.duration(node, "timeout", d.timeout),
+            timeout=self.positive_duration(node, "timeout", d.timeout),
             grace_period=self.duration(node, "grace_period", d.grace_period),
         )
 
@@ -410,8 +493,8 @@ class _Reader:
                 continue
             settings[str(key)] = value
         for key, setting in declared.items():
-            if setting.secret and isinstance(node.get(key), Text):
-                self.secrets.add(str(node[key]))
+            if setting.secret:
+                self.collect_secret_values(node.get(key))
             self.collect_env_secrets(node.get(key))
         return Action(
             name=name,
@@ -421,12 +504,24 @@ class _Reader:
             retry=self.retry(node.get("retry"), node.key_mark("retry"), delivery.retry)
             if "retry" in node
             else delivery.retry,
-            timeout=self.duration(node, "timeout", delivery.timeout),
+            timeout=self.positive_duration(node, "timeout", delivery.timeout),
         )
+
+    def collect_secret_values(self, value: Any) -> None:
+        """Mask every text inside a secret setting, list items included."""
+        if isinstance(value, Text) and not value.null:
+            self.secrets.add(str(value))
+        elif isinstance(value, list):
+            for item in value:
+                self.collect_secret_values(item)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self.collect_secret_values(item)
 
     def collect_env_secrets(self, value: Any) -> None:
         if isinstance(value, Text) and value.secret:
             self.secrets.add(str(value))
+            self.secrets.update(value.env_values)
         elif isinstance(value, list):
             for item in value:
                 self.collect_env_secrets(item)
@@ -468,7 +563,7 @@ class _Reader:
             self.error(node.mark, "a rule needs a `name`")
             name = f"rule at line {node.mark.line}"
         when = rules_module.compile_when(
-            node.get("when"), node.key_mark("when"), self.problems
+            node.get("when"), node.key_mark("when"), self.problems, self.warnings
         )
         steps = self.steps(node.get("do"), node.key_mark("do"), name, actions)
         return rules_module.Rule(
@@ -502,6 +597,15 @@ class _Reader:
                     f"{', '.join(actions) or 'none'}",
                 )
                 continue
+            for key in ("retry", "timeout"):
+                if key in step:
+                    self.error(
+                        step.key_mark(key),
+                        f"`{key}` belongs to the action `{action_name}` (under "
+                        f"`actions:`, line {action.mark.line}), not to a step of a "
+                        f"rule; to give this rule its own `{key}`, define a second "
+                        "action with the same plugin",
+                    )
             overrides = {str(k): v for k, v in step.items() if k not in STEP_KEYS}
             self.step_settings(step, action, overrides)
             merged = {**action.settings, **overrides}
@@ -532,6 +636,8 @@ class _Reader:
                 )
                 del overrides[key]
             else:
+                if declared[key].secret:
+                    self.collect_secret_values(overrides[key])
                 self.collect_env_secrets(overrides[key])
 
     def compile_settings(
@@ -562,20 +668,18 @@ class _Reader:
         at = mark_of(value, mark)
         kind = setting.kind
         if kind == "any":
-            return value if isinstance(value, (Map, Seq)) else str(value)
+            # Text keeps its place in the file, so template errors can name it.
+            return value
         if kind == "list":
             items = value if isinstance(value, Seq) else [value]
             if not all(isinstance(v, Text) for v in items):
                 self.error(at, f"setting `{key}` must be a value or a list of values")
-            return [str(v) for v in items if isinstance(v, Text)]
+            return [v for v in items if isinstance(v, Text)]
         if kind == "mapping":
             if not isinstance(value, Map):
                 self.error(at, f"setting `{key}` must be a mapping of name: value")
                 return {}
-            return {
-                str(k): v if isinstance(v, (Map, Seq)) else str(v)
-                for k, v in value.items()
-            }
+            return {str(k): v for k, v in value.items()}
         if not isinstance(value, Text):
             self.error(at, f"setting `{key}` must be a single value")
             return None
@@ -602,7 +706,164 @@ class _Reader:
                 f"setting `{key}` must be one of {', '.join(setting.choices)}, not "
                 f"`{value}`{suggest(value, setting.choices)}",
             )
-        return str(value)
+        return value
+
+    # -- the office's own tests -----------------------------------------------
+
+    def tests(
+        self,
+        node: Any,
+        mark: Mark,
+        rules: list[rules_module.Rule],
+        actions: dict[str, Action],
+    ) -> list[OfficeTest]:
+        if node is None or (isinstance(node, Text) and node.null):
+            return []
+        if isinstance(node, Text):
+            node = self.tests_file(node)
+            if node is None:
+                return []
+        if not isinstance(node, Seq):
+            self.error(
+                mark_of(node, mark),
+                "`tests` must be a list of tests, each starting with -, or the "
+                "name of a file that holds them",
+            )
+            return []
+        steps = {rule.name: {step.action for step in rule.steps} for rule in rules}
+        tests = []
+        for item in node:
+            test = self.test(item, node.mark, steps, actions)
+            if test is not None:
+                tests.append(test)
+        return tests
+
+    def tests_file(self, name: Text) -> Any:
+        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), name)
+        try:
+            loaded = load_file(path, self.environ)
+        except ConfigError as exc:
+            if exc.problems and exc.problems[0].message == "file not found":
+                self.error(name.mark, f"the tests file `{name}` does not exist")
+            else:
+                self.problems.extend(exc.problems)
+            return None
+        if isinstance(loaded, Map) and "tests" in loaded:
+            self.known_keys(loaded, ("tests",), "in a tests file")
+            return loaded["tests"]
+        return loaded
+
+    def test(
+        self,
+        node: Any,
+        mark: Mark,
+        steps: dict[str, set[str]],
+        actions: dict[str, Action],
+    ) -> OfficeTest | None:
+        node = self.mapping(node, "a test", mark)
+        self.known_keys(node, TEST_KEYS, "in a test")
+        name = self.text(node, "name", "") or f"test at line {node.mark.line}"
+        if "event" not in node:
+            self.error(node.mark, f"test `{name}` needs `event:` (a file or a mapping)")
+            return None
+        event = self.test_event(node["event"], node.key_mark("event"))
+
+        fires = None
+        if "fires" in node:
+            fires = []
+            value = node["fires"]
+            items = value if isinstance(value, Seq) else [value]
+            for item in items:
+                if not isinstance(item, Text) or item.null:
+                    continue
+                if str(item) not in steps:
+                    self.error(
+                        item.mark,
+                        f"test `{name}`: there is no rule named `{item}`"
+                        f"{suggest(item, tuple(steps))}",
+                    )
+                fires.append(str(item))
+
+        messages = []
+        value = node.get("messages")
+        if value is not None and not (isinstance(value, Text) and value.null):
+            if not isinstance(value, Seq):
+                self.error(
+                    node.key_mark("messages"),
+                    "`messages` must be a list, each item starting with - rule:",
+                )
+            else:
+                for item in value:
+                    message = self.expected(item, value.mark, name, steps, actions)
+                    if message is not None:
+                        messages.append(message)
+        return OfficeTest(name, event, fires, messages, node.mark)
+
+    def test_event(self, value: Any, mark: Mark) -> Any:
+        at = mark_of(value, mark)
+        if isinstance(value, Map):
+            envelope = plain(value)
+            try:
+                check_envelope(envelope)
+            except EnvelopeError as exc:
+                self.error(at, exc.description)
+            return envelope
+        if not isinstance(value, Text) or value.null:
+            self.error(at, "`event` must be a JSON file name or a mapping")
+            return None
+        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
+        try:
+            with open(path, "rb") as f:
+                return parse_body(f.read()).envelope
+        except OSError:
+            self.error(at, f"cannot read the event file `{value}`")
+        except EnvelopeError as exc:
+            self.error(at, f"`{value}` is not an Ovoko event: {exc.description}")
+        return None
+
+    def expected(
+        self,
+        node: Any,
+        mark: Mark,
+        test: str,
+        steps: dict[str, set[str]],
+        actions: dict[str, Action],
+    ) -> ExpectedMessage | None:
+        node = self.mapping(node, "an expected message", mark)
+        rule = self.text(node, "rule", "")
+        action_name = self.text(node, "action", "")
+        if not rule or not action_name:
+            self.error(node.mark, "each expected message needs `rule:` and `action:`")
+            return None
+        if rule not in steps:
+            self.error(
+                node["rule"].mark,
+                f"test `{test}`: there is no rule named `{rule}`"
+                f"{suggest(rule, tuple(steps))}",
+            )
+            return None
+        if action_name not in steps[rule]:
+            self.error(
+                node["action"].mark,
+                f"test `{test}`: rule `{rule}` has no action `{action_name}`"
+                f"{suggest(action_name, tuple(steps[rule]))}",
+            )
+            return None
+        declared = self.declared(actions[action_name])
+        settings = {}
+        for key, value in node.items():
+            if key in MESSAGE_KEYS:
+                continue
+            if key not in declared:
+                self.error(
+                    key.mark,
+                    f"unknown setting `{key}` for plugin "
+                    f"`{actions[action_name].plugin}`"
+                    f"{suggest(key, tuple(declared) + MESSAGE_KEYS)}",
+                )
+                continue
+            settings[str(key)] = plain(value)
+        return ExpectedMessage(rule, action_name, settings, node.mark)
 
 
 __all__ = ["Action", "Config", "ConfigError", "RetryPolicy", "load", "plain"]

@@ -1,40 +1,46 @@
-"""Rule conditions (`when`) and matching an event against the rules."""
+"""Rules: which of them match an event, in file order, and why the others do not."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Problem
+from .conditions import (
+    ALWAYS,
+    ENVELOPE_FIELDS,
+    KNOWN_EVENT_TYPES,
+    KNOWN_STATUSES,
+    OPERATORS,
+    Condition,
+    Outcome,
+    as_text,
+    compile_when,
+    resolve,
+)
 from .events import Event
-from .yamlsource import Map, Mark, Seq, Text
+from .yamlsource import Mark
 
-_MISSING = object()
-ENVELOPE_FIELDS = ("event_id", "event_type", "timestamp")
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """Whether a condition held, and if not, what failed and the value seen."""
-
-    matched: bool
-    reason: str = ""
-
-
-@dataclass
-class Condition:
-    """A compiled condition: ``test`` gets the event and returns an Outcome."""
-
-    test: Callable[[Event], Outcome]
-    describe: str = ""
-
-    def evaluate(self, event: Event) -> Outcome:
-        """Evaluate against ``event``; never raises for missing fields."""
-        return self.test(event)
-
-
-ALWAYS = Condition(lambda event: Outcome(True), "always")
+__all__ = [
+    "ALWAYS",
+    "ENVELOPE_FIELDS",
+    "KNOWN_EVENT_TYPES",
+    "KNOWN_STATUSES",
+    "OPERATORS",
+    "Condition",
+    "Outcome",
+    "Rule",
+    "Step",
+    "Verdict",
+    "as_text",
+    "compile_when",
+    "explain",
+    "matching_rules",
+    "resolve",
+]
 
 
 @dataclass
@@ -59,87 +65,53 @@ class Rule:
     stop: bool = False
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one rule for one event.
+
+    ``state`` is ``matched``, ``failed``, ``error`` (a field required by
+    ``missing: error`` was absent), ``disabled`` or ``stopped`` (an earlier
+    rule had ``stop: true``).
+    """
+
+    rule: Rule
+    state: str
+    outcome: Outcome | None = None
+    stopped_by: str = ""
+
+
+def explain(rules: Sequence[Rule], event: Event) -> list[Verdict]:
+    """Evaluate every rule in file order and say what happened to each."""
+    verdicts: list[Verdict] = []
+    stopped_by = ""
+    for rule in rules:
+        if stopped_by:
+            verdicts.append(Verdict(rule, "stopped", stopped_by=stopped_by))
+        elif not rule.enabled:
+            verdicts.append(Verdict(rule, "disabled"))
+        else:
+            outcome = rule.when.evaluate(event)
+            state = "matched" if outcome.matched else "failed"
+            if outcome.error:
+                state = "error"
+            verdicts.append(Verdict(rule, state, outcome))
+            if outcome.matched and rule.stop:
+                stopped_by = rule.name
+    return verdicts
+
+
 def matching_rules(rules: Sequence[Rule], event: Event) -> list[Rule]:
     """Return the enabled rules whose conditions hold, in file order."""
     matched = []
-    for rule in rules:
-        if not rule.enabled or not rule.when.evaluate(event).matched:
-            continue
-        matched.append(rule)
-        if rule.stop:
-            break
+    for verdict in explain(rules, event):
+        if verdict.state == "matched":
+            matched.append(verdict.rule)
+        elif verdict.state == "error":
+            assert verdict.outcome is not None
+            log.warning(
+                "event_id=%s rule=%r outcome=missing_field reason=%r",
+                event.event_id,
+                verdict.rule.name,
+                verdict.outcome.reason,
+            )
     return matched
-
-
-def resolve(event: Event, path: str) -> Any:
-    """Return the value at a field path, or _MISSING; never raises."""
-    parts = path.split(".")
-    if parts[0] in ENVELOPE_FIELDS or parts[0] == "event_data":
-        value: Any = event.envelope
-    else:
-        value = event.data
-    for part in parts:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _MISSING
-    return value
-
-
-def as_text(value: Any) -> str:
-    """Render an event value as text so it compares with what was written."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    return str(value)
-
-
-def compile_when(node: Any, mark: Mark, problems: list[Problem]) -> Condition:
-    """Compile a rule's `when` mapping; every key must hold (all of)."""
-    if node is None or (isinstance(node, Text) and node.null):
-        return ALWAYS
-    if not isinstance(node, Map):
-        problems.append(mark.problem("`when` must be a mapping of field: value"))
-        return ALWAYS
-    conditions = [_compile_field(str(k), v, k.mark, problems) for k, v in node.items()]
-    return _all_of(conditions)
-
-
-def _all_of(conditions: list[Condition]) -> Condition:
-    def test(event: Event) -> Outcome:
-        for condition in conditions:
-            outcome = condition.evaluate(event)
-            if not outcome.matched:
-                return outcome
-        return Outcome(True)
-
-    return Condition(test, " and ".join(c.describe for c in conditions))
-
-
-def _compile_field(
-    path: str, expected: Any, mark: Mark, problems: list[Problem]
-) -> Condition:
-    if isinstance(expected, Seq):
-        wanted = [str(v) for v in expected]
-    elif isinstance(expected, Text):
-        wanted = [str(expected)]
-    else:
-        problems.append(mark.problem(f"`{path}` must be a value or a list of values"))
-        wanted = []
-
-    def test(event: Event) -> Outcome:
-        value = resolve(event, path)
-        if value is _MISSING:
-            return Outcome(False, f"{path} is missing")
-        if as_text(value) in wanted:
-            return Outcome(True)
-        return Outcome(
-            False, f"{path} is {as_text(value)!r}, not {' or '.join(wanted)}"
-        )
-
-    return Condition(test, f"{path} in {wanted}")

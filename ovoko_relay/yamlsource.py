@@ -39,19 +39,31 @@ class Text(str):
 
     ``null`` is true for an empty value or ``~``/``null`` written without quotes.
     ``secret`` is true when any part of the value came from the environment.
+    ``env_values`` holds the values taken from the environment, to mask them.
+    ``block`` is true for a `|` or `>` block, whose text starts on the next line.
     """
 
     mark: Mark
     null: bool
     secret: bool
+    env_values: tuple[str, ...]
+    block: bool
 
     def __new__(
-        cls, value: str, mark: Mark, null: bool = False, secret: bool = False
+        cls,
+        value: str,
+        mark: Mark,
+        null: bool = False,
+        secret: bool = False,
+        block: bool = False,
+        env_values: tuple[str, ...] = (),
     ) -> Text:
         text = super().__new__(cls, value)
         text.mark = mark
         text.null = null
         text.secret = secret
+        text.block = block
+        text.env_values = env_values
         return text
 
 
@@ -198,19 +210,18 @@ class _Builder:
         quoted = node.style in ("'", '"', "|", ">")
         if not quoted and node.value in _NULLS:
             return Text("", mark, null=True)
-        value, secret = self.interpolate(node.value, mark)
-        return Text(value, mark, secret=secret)
+        used: list[str] = []
+        value = self.interpolate(node.value, mark, used)
+        block = node.style in ("|", ">")
+        return Text(value, mark, secret=bool(used), block=block, env_values=tuple(used))
 
-    def interpolate(self, value: str, mark: Mark) -> tuple[str, bool]:
-        used_env = False
-
+    def interpolate(self, value: str, mark: Mark, used: list[str]) -> str:
         def replace(match: re.Match[str]) -> str:
-            nonlocal used_env
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
             if name in self.environ and self.environ[name] != "":
-                used_env = True
+                used.append(self.environ[name])
                 return self.environ[name]
             if default is not None:
                 return default
@@ -223,5 +234,5 @@ class _Builder:
             return ""
 
         if "$" not in value:
-            return value, False
-        return _ENV_REF.sub(replace, value), used_env
+            return value
+        return _ENV_REF.sub(replace, value)
