@@ -8,7 +8,9 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .base import Plugin, Setting
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(
+    __name__
+)  # not `log`: the `log` plugin module would shadow it
 
 GROUP = "ovoko_relay.plugins"
 
@@ -74,14 +76,14 @@ def installed() -> dict[str, PluginInfo]:
     for entry_point in discover():
         info = load(entry_point)
         if info.error:
-            log.warning(
+            logger.warning(
                 "plugin=%s distribution=%s outcome=unusable error=%r",
                 info.name,
                 info.distribution,
                 info.error,
             )
         if entry_point.name in found and found[entry_point.name].cls is not None:
-            log.warning(
+            logger.warning(
                 "plugin=%s distribution=%s outcome=ignored reason=%r",
                 info.name,
                 info.distribution,

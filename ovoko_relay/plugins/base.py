@@ -66,7 +66,10 @@ class Plugin:
     ``deliver`` returns normally on success. It raises :class:`RetryableError`
     for a failure worth retrying (a timeout, a 5xx), :class:`PermanentError`
     for one that never will succeed (a 4xx, a bad address); anything else it
-    raises counts as retryable.
+    raises counts as retryable. Error messages are shown to the people who
+    run the relay: name the service, never the value of a ``secret`` setting.
+
+    docs/plugins.md describes the whole contract; names here do not change.
     """
 
     name: ClassVar[str] = ""
