@@ -40,6 +40,10 @@ class StoreError(RelayError):
     """The store could not keep or read what was asked of it."""
 
 
+class NotFoundError(RelayError):
+    """Something asked for by its id (an event, a database) does not exist."""
+
+
 class DeliveryError(RelayError):
     """Base of the two outcomes a plugin may signal for a failed delivery."""
 

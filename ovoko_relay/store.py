@@ -9,6 +9,7 @@ only after the commit that holds its write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from .events import Event
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Row = tuple[str, int, str, str]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -93,12 +95,19 @@ class Delivery:
     last_error: str | None
 
 
-@dataclass
 class _Job:
-    fn: Callable[[sqlite3.Connection], Any]
-    done: threading.Event
-    result: Any = None
-    error: BaseException | None = None
+    """A write waiting for its commit; ``done`` is released once it is over."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        # PERF: a bare lock, held until the commit, wakes the waiting request
+        # with less work than a threading.Event would.
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 def connect(path: str, timeout: float = 2.0) -> sqlite3.Connection:
@@ -139,9 +148,9 @@ class Store:
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the writer thread; return once its result is committed."""
-        job = _Job(fn, threading.Event())
+        job = _Job(fn)
         self._jobs.put(job)
-        if not job.done.wait(self.write_timeout):
+        if not job.done.acquire(timeout=self.write_timeout):
             raise StoreError(
                 f"the database did not commit within {self.write_timeout:g}s"
             )
@@ -190,14 +199,12 @@ class Store:
         except sqlite3.Error as exc:
             log.error("store outcome=commit_failed error=%r", str(exc))
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             for job in batch:
                 job.error = exc
         for job in batch:
-            job.done.set()
+            job.done.release()
         for listener in self._listeners:
             listener()
 
@@ -253,26 +260,9 @@ class Store:
         """Return how many events are stored."""
         return int(self.reader().execute("SELECT count(*) FROM events").fetchone()[0])
 
-    def mark_processed(
-        self, event_id: str, deliveries: Iterable[tuple[str, int, str, str]]
-    ) -> None:
+    def mark_processed(self, event_id: str, deliveries: Iterable[Row]) -> None:
         """Record an event's deliveries (rule, step, action, plugin), mark it done."""
-        rows = list(deliveries)
-
-        def record(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (event_id, rule, step, action,"
-                " plugin, status, due_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                [(event_id, r, s, a, p, now, now, now) for r, s, a, p in rows],
-            )
-            conn.execute(
-                "UPDATE events SET processed_at = ? WHERE event_id = ?",
-                (now, event_id),
-            )
-
-        self.write(record)
+        self.record_deliveries([(event_id, list(deliveries))])
 
     def is_writable(self) -> bool:
         """Tell whether a write commits right now."""
@@ -284,8 +274,34 @@ class Store:
 
     # -- deliveries -----------------------------------------------------------
 
+    def record_deliveries(self, batch: Sequence[tuple[str, Sequence[Row]]]) -> None:
+        """Store each event's deliveries (rule, step, action, plugin), mark it done.
+
+        One commit serves the whole batch; a delivery already stored for the
+        same (event, rule, step) is kept as it is.
+        """
+
+        def record(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (event_id, rule, step, action,"
+                " plugin, status, due_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [
+                    (event_id, rule, step, action, plugin, now, now, now)
+                    for event_id, rows in batch
+                    for rule, step, action, plugin in rows
+                ],
+            )
+            conn.executemany(
+                "UPDATE events SET processed_at = ? WHERE event_id = ?",
+                [(now, event_id) for event_id, _ in batch],
+            )
+
+        self.write(record)
+
     def claim_due(self, limit: int = 1) -> list[Delivery]:
-        """Claim up to ``limit`` pending deliveries that are due."""
+        """Claim up to ``limit`` pending deliveries that are due, soonest first."""
 
         def claim(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
@@ -297,7 +313,8 @@ class Store:
             ).fetchall()
             return [Delivery(**dict(row)) for row in rows]
 
-        return self.write(claim)
+        claimed = self.write(claim)
+        return sorted(claimed, key=lambda d: (d.due_at, d.id))
 
     def next_due_at(self) -> float | None:
         """Return when the earliest pending delivery falls due, or None."""
@@ -321,10 +338,12 @@ class Store:
 
         def record(conn: sqlite3.Connection) -> None:
             now = time.time()
+            # Numbered across replays, which start each delivery's count afresh.
             conn.execute(
                 "INSERT INTO attempts (delivery_id, number, started_at, finished_at,"
-                " outcome, error) VALUES (?, ?, ?, ?, ?, ?)",
-                (delivery.id, delivery.attempts + 1, started_at, now, outcome, error),
+                " outcome, error) SELECT ?1, coalesce(max(number), 0) + 1, ?2, ?3,"
+                " ?4, ?5 FROM attempts WHERE delivery_id = ?1",
+                (delivery.id, started_at, now, outcome, error),
             )
             conn.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1,"
@@ -335,12 +354,30 @@ class Store:
         self.write(record)
 
     def release_claims(self) -> int:
-        """Return claimed deliveries to pending (at start, after a crash)."""
+        """Return every claimed delivery to pending (at start, after a stop)."""
 
         def release(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                "UPDATE deliveries SET status = 'pending' WHERE status = 'claimed'"
+                "UPDATE deliveries SET status = 'pending', updated_at = ?"
+                " WHERE status = 'claimed'",
+                (time.time(),),
             ).rowcount
+
+        return self.write(release)
+
+    def release(self, ids: Sequence[int]) -> int:
+        """Return these claimed deliveries to pending, unattempted."""
+
+        def release(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            return sum(
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', updated_at = ?"
+                    " WHERE id = ? AND status = 'claimed'",
+                    (now, delivery_id),
+                ).rowcount
+                for delivery_id in ids
+            )
 
         return self.write(release)
 
@@ -348,19 +385,20 @@ class Store:
         self, status: str | None = None, event_id: str | None = None, limit: int = 1000
     ) -> list[Delivery]:
         """List deliveries, newest first, filtered by status and event."""
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if event_id:
-            where.append("event_id = ?")
-            args.append(event_id)
-        sql = "SELECT * FROM deliveries"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows = self.reader().execute(sql, (*args, limit)).fetchall()
-        return [Delivery(**dict(row)) for row in rows]
+        where, args = _delivery_filter(status, event_id)
+        rows = self.reader().execute(
+            f"SELECT * FROM deliveries{where} ORDER BY id DESC LIMIT ?",  # noqa: S608 — fixed clauses
+            (*args, limit),
+        )
+        return [Delivery(**dict(row)) for row in rows.fetchall()]
+
+    def count_deliveries(
+        self, status: str | None = None, event_id: str | None = None
+    ) -> int:
+        """Count deliveries, filtered by status and event."""
+        where, args = _delivery_filter(status, event_id)
+        sql = f"SELECT count(*) FROM deliveries{where}"  # noqa: S608 — fixed clauses
+        return int(self.reader().execute(sql, args).fetchone()[0])
 
     def attempts(self, delivery_id: int) -> list[sqlite3.Row]:
         """Return the attempts of one delivery, oldest first."""
@@ -373,25 +411,88 @@ class Store:
             .fetchall()
         )
 
-    def requeue(self, event_id: str | None = None, dead: bool = False) -> int:
-        """Make deliveries due now again: an event's (all of them) or all dead ones."""
+    def has_event(self, event_id: str) -> bool:
+        """Tell whether an event with this event_id is stored."""
+        row = (
+            self.reader()
+            .execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,))
+            .fetchone()
+        )
+        return row is not None
 
-        def requeue(conn: sqlite3.Connection) -> int:
+    def recent_event_ids(self, limit: int = 5000) -> list[str]:
+        """Return the event_ids of the newest stored events."""
+        rows = self.reader().execute(
+            "SELECT event_id FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [row[0] for row in rows.fetchall()]
+
+    def replay_event(self, event_id: str) -> Replay:
+        """Make an event's deliveries due now, each with a fresh set of attempts.
+
+        Deliveries being attempted right now are left alone. An event with no
+        deliveries at all is handed to the rules again.
+        """
+
+        def replay(conn: sqlite3.Connection) -> Replay:
             now = time.time()
-            if event_id is not None:
-                return conn.execute(
-                    "UPDATE deliveries SET status = 'pending', due_at = ?,"
-                    " attempts = 0, updated_at = ? WHERE event_id = ?"
-                    " AND status != 'claimed'",
-                    (now, now, event_id),
-                ).rowcount
+            queued = conn.execute(
+                "UPDATE deliveries SET status = 'pending', due_at = ?, attempts = 0,"
+                " updated_at = ? WHERE event_id = ? AND status != 'claimed'",
+                (now, now, event_id),
+            ).rowcount
+            running = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE event_id = ?"
+                " AND status = 'claimed'",
+                (event_id,),
+            ).fetchone()[0]
+            rematched = False
+            if queued == 0 and running == 0:
+                rematched = (
+                    conn.execute(
+                        "UPDATE events SET processed_at = NULL WHERE event_id = ?",
+                        (event_id,),
+                    ).rowcount
+                    == 1
+                )
+            return Replay(queued, int(running), rematched)
+
+        return self.write(replay)
+
+    def replay_dead(self) -> int:
+        """Make every dead delivery due now, each with a fresh set of attempts."""
+
+        def replay(conn: sqlite3.Connection) -> int:
+            now = time.time()
             return conn.execute(
                 "UPDATE deliveries SET status = 'pending', due_at = ?, attempts = 0,"
                 " updated_at = ? WHERE status = 'dead'",
                 (now, now),
             ).rowcount
 
-        return self.write(requeue)
+        return self.write(replay)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay of one event queued."""
+
+    queued: int
+    running: int
+    rematched: bool
+
+
+def _delivery_filter(
+    status: str | None, event_id: str | None
+) -> tuple[str, tuple[str, ...]]:
+    where, args = [], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if event_id:
+        where.append("event_id = ?")
+        args.append(event_id)
+    return (" WHERE " + " AND ".join(where) if where else ""), tuple(args)
 
 
 def _event(body: str) -> Event:
