@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from . import __version__, logs
 from . import config as config_module
 from .errors import ConfigError, RelayError
+from .store import DELIVERY_STATUSES
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -46,10 +47,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=cmd_serve)
 
+    init = commands.add_parser(
+        "init", help="write a starter config and a token for Ovoko"
+    )
+    init.add_argument(
+        "path",
+        nargs="?",
+        default="config.yaml",
+        metavar="PATH",
+        help="config file to write (default: config.yaml); relay.env goes beside it",
+    )
+    init.add_argument(
+        "--force", action="store_true", help="replace an existing config file"
+    )
+    init.set_defaults(run=cmd_init)
+
     check = commands.add_parser("check", help="validate a config file")
     add_config_flag(check)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
     check.set_defaults(run=cmd_check)
+
+    test = commands.add_parser(
+        "test", help="show which rules match sample events and what they would send"
+    )
+    add_config_flag(test)
+    test.add_argument("events", nargs="+", metavar="EVENT.json", help="event files")
+    test.add_argument(
+        "--send", action="store_true", help="really deliver through the plugins"
+    )
+    test.set_defaults(run=cmd_test)
+
+    deliveries = commands.add_parser(
+        "deliveries", help="list deliveries and what happened to them"
+    )
+    add_config_flag(deliveries)
+    deliveries.add_argument(
+        "--status", choices=DELIVERY_STATUSES, help="only deliveries in this state"
+    )
+    deliveries.add_argument(
+        "--event", metavar="ID", help="only this event's, with every attempt"
+    )
+    deliveries.add_argument(
+        "--limit", type=int, default=50, help="show at most this many (default: 50)"
+    )
+    deliveries.set_defaults(run=cmd_deliveries)
+
+    replay = commands.add_parser(
+        "replay", help="deliver an event again, or every dead delivery"
+    )
+    add_config_flag(replay)
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("event", nargs="?", metavar="EVENT_ID", help="the event")
+    which.add_argument(
+        "--dead", action="store_true", help="every delivery that gave up"
+    )
+    replay.set_defaults(run=cmd_replay)
+
+    plugins = commands.add_parser("plugins", help="list the installed plugins")
+    plugins.set_defaults(run=cmd_plugins)
     return parser
 
 
@@ -67,13 +122,18 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
     from .server import serve
 
     config = load_config(args)
     logs.configure(config.logging.level, config.logging.format)
+    logs.set_secrets(config.secrets)
+    for warning in config.warnings:
+        logging.getLogger(__name__).warning(
+            "config outcome=warning problem=%r", str(warning)
+        )
     if config.auth.disabled:
-        import logging
-
         logging.getLogger(__name__).warning(
             "auth outcome=disabled reason=%r",
             "auth.disabled is true: webhooks are accepted without a token",
@@ -81,13 +141,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config, host=args.host, port=args.port)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .starter import instructions, write_starter
+
+    print(instructions(write_starter(args.path, force=args.force)), end="")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    for warning in config.warnings:
-        print(warning, file=sys.stderr)
-    if args.strict and config.warnings:
-        return 1
-    print(
-        f"{config.file}: OK ({len(config.rules)} rules, {len(config.actions)} actions)"
-    )
+    from .dryrun import run_check
+
+    return run_check(load_config(args), strict=args.strict)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from .dryrun import run_test
+
+    return run_test(load_config(args), args.events, send=args.send)
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from . import report
+
+    path = config_module.load_storage(config_module.config_path(args.config)).path
+    store = report.open_store(path)
+    try:
+        report.print_deliveries(
+            store, sys.stdout, args.status, args.event, max(1, args.limit)
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from . import report
+
+    path = config_module.load_storage(config_module.config_path(args.config)).path
+    store = report.open_store(path)
+    try:
+        if args.dead:
+            report.replay_dead(store, sys.stdout)
+        else:
+            report.replay_event(store, args.event, sys.stdout)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from . import report
+
+    # The table shows why a plugin is unusable; the warning log line would
+    # only repeat it.
+    logs.configure("ERROR")
+    report.print_plugins(sys.stdout)
     return 0

@@ -4,62 +4,101 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
 
 MASK = "***"
 
-_secrets: frozenset[str] = frozenset()
+# Passwords inside URLs (smtp://user:pw@host) and Slack/Discord-style webhook
+# paths are secrets even when the config did not mark them as such.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]+:)[^/\s@'\"]+@"
+)
+_WEBHOOK_PATH = re.compile(
+    r"(?P<head>https?://(?:hooks\.slack\.com/(?:services|workflows|triggers)"
+    r"|(?:[a-z]+\.)?discord(?:app)?\.com/api/webhooks))/[^\s'\"]+"
+)
+_PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
+
+_secrets: tuple[str, ...] = ()
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret inside ``text`` with ***, longest first."""
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return text
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+    return _WEBHOOK_PATH.sub(lambda m: m.group("head") + "/" + MASK, text)
+
+
+def mask_secrets(text: str) -> str:
+    """Mask the secrets known to the logging set-up (see :func:`set_secrets`)."""
+    return mask(text, _secrets)
 
 
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these values in every log record from now on."""
     global _secrets
-    _secrets = frozenset(secrets)
+    # A secret may reach the log quoted by repr() or json.dumps(), which
+    # escape some characters: mask those spellings too.
+    spellings = set()
+    for secret in secrets:
+        spellings.update({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]})
+    _secrets = tuple(spellings)
+
+
+def fields(message: str) -> dict[str, str]:
+    """Split a `key=value key='quoted value'` message into its fields."""
+    found = {}
+    for key, value in _PAIR.findall(message):
+        if value[:1] in ("'", '"') and value[-1:] == value[:1]:
+            value = value[1:-1].replace("\\" + value[0], value[0])
+        found[key] = value
+    return found
 
 
 class _MaskingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return mask(self.render(record), _secrets)
+        message = mask_secrets(record.getMessage())
+        exc = ""
+        if record.exc_info:
+            exc = mask_secrets(self.formatException(record.exc_info))
+        return self.render(record, message, exc)
 
-    def render(self, record: logging.LogRecord) -> str:
+    def render(self, record: logging.LogRecord, message: str, exc: str) -> str:
         raise NotImplementedError
 
 
 class LogfmtFormatter(_MaskingFormatter):
     """Format as `ts=… level=… logger=… msg…`, the message already key=value."""
 
-    def render(self, record: logging.LogRecord) -> str:
+    def render(self, record: logging.LogRecord, message: str, exc: str) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = (
             f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-            f"logger={record.name} {record.getMessage()}"
+            f"logger={record.name} {message}"
         )
-        if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        if exc:
+            line += " exc=" + json.dumps(exc)
         return line
 
 
 class JsonFormatter(_MaskingFormatter):
     """Format as one JSON object a line, the message's key=value pairs as fields."""
 
-    def render(self, record: logging.LogRecord) -> str:
-        data = {
+    def render(self, record: logging.LogRecord, message: str, exc: str) -> str:
+        data: dict[str, object] = {
             "ts": record.created,
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+        for key, value in fields(message).items():
+            data.setdefault(key, value)
+        data["msg"] = message
+        if exc:
+            data["exc"] = exc
         return json.dumps(data, ensure_ascii=False)
 
 

@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def notify(state: str) -> bool:
-    """Send ``state`` (e.g. ``READY=1``) to $NOTIFY_SOCKET; False if not under systemd."""
+    """Send ``state`` (e.g. ``READY=1``) to $NOTIFY_SOCKET; False outside systemd."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False

@@ -20,6 +20,7 @@ from .dispatch import Dispatcher, Runtime
 from .errors import ConfigError
 from .metrics import Metrics
 from .notify import notify
+from .retention import Pruner
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -33,29 +34,39 @@ class Relay:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.config_file = config.file
+        logs.set_secrets(config.secrets)
         self.store = Store(config.storage.path)
         self.metrics = Metrics()
         self._runtime = Runtime(config)
-        self.dispatcher = Dispatcher(self.store, lambda: self._runtime)
+        self.dispatcher = Dispatcher(
+            self.store, lambda: self._runtime, on_attempt=self.metrics.attempt
+        )
+        self.metrics.watch(self.store, self.dispatcher.alive)
+        self.pruner = Pruner(
+            self.store,
+            lambda: self.config.storage.retention_days,
+            on_pruned=self._count_pruned,
+        )
         self.wsgi = _SwappableApp(create_app(self))
+        self.loaded_at = time.time()
         self.stale_since: float | None = None
         self.stale_problems: list[str] = []
-        logs.set_secrets(config.secrets)
 
     def start(self) -> None:
-        """Start the dispatcher and the delivery workers."""
+        """Start the dispatcher, the delivery workers and the daily pruning."""
         self.dispatcher.start(self.config.delivery.workers)
+        self.pruner.start()
 
     def reload(self) -> bool:
         """Re-read the config file; keep the running one if the new one is invalid."""
         try:
             new = config_module.load(self.config_file)
+            runtime = Runtime(new)
         except ConfigError as exc:
-            self.stale_since = self.stale_since or time.time()
-            self.stale_problems = [str(p) for p in exc.problems]
-            for problem in exc.problems:
-                log.error("reload outcome=rejected problem=%r", str(problem))
-            return False
+            return self._reject([str(p) for p in exc.problems])
+        except Exception as exc:  # noqa: BLE001 — e.g. a plugin that fails to start
+            log.exception("reload outcome=error")
+            return self._reject([f"{self.config_file}: {type(exc).__name__}: {exc}"])
 
         for what, old, now in _restart_only_changes(self.config, new):
             log.warning(
@@ -64,17 +75,38 @@ class Relay:
                 old,
                 now,
             )
+        # Old secrets stay masked too: retiring plugins may still log them.
         logs.set_secrets(self.config.secrets | new.secrets)
+        if new.logging != self.config.logging:
+            logs.configure(new.logging.level, new.logging.format)
         old_runtime = self._runtime
-        self._runtime = Runtime(new)
+        self._runtime = runtime
         self.config = new
         self.wsgi.app = create_app(self)
         old_runtime.retire()
-        logs.set_secrets(new.secrets)
+        self.loaded_at = time.time()
         self.stale_since = None
         self.stale_problems = []
+        self.metrics.reloaded(applied=True)
         log.info("reload outcome=applied rules=%d", len(new.rules))
         return True
+
+    def _reject(self, problems: list[str]) -> bool:
+        self.stale_since = self.stale_since or time.time()
+        self.stale_problems = [logs.mask_secrets(p) for p in problems]
+        for problem in problems:
+            log.error("reload outcome=rejected problem=%r", problem)
+        log.error(
+            "reload outcome=kept_running_config problems=%d stale_since=%s",
+            len(problems),
+            _utc(self.stale_since),
+        )
+        self.metrics.reloaded(applied=False)
+        return False
+
+    def _count_pruned(self, events: int, deliveries: int) -> None:
+        self.metrics.pruned.labels(table="events").inc(events)
+        self.metrics.pruned.labels(table="deliveries").inc(deliveries)
 
     def health(self) -> dict[str, Any]:
         """Report whether the store is writable and the workers are alive."""
@@ -85,20 +117,24 @@ class Relay:
             "store": "writable" if writable else "not writable",
             "workers": "alive" if alive else "stopped",
             "config": "current" if self.stale_since is None else "stale",
+            "config_loaded_at": _utc(self.loaded_at),
         }
         if self.stale_since is not None:
-            report["config_stale_since"] = time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.stale_since)
-            )
+            report["config_stale_since"] = _utc(self.stale_since)
             report["config_problems"] = self.stale_problems
         return report
 
     def stop(self) -> bool:
         """Stop the workers within the grace period and close the store."""
+        self.pruner.stop()
         finished = self.dispatcher.stop(self.config.delivery.grace_period)
         self._runtime.retire()
         self.store.close()
         return finished
+
+
+def _utc(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 class _SwappableApp:
@@ -136,9 +172,9 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
         ident="ovoko-relay",
         asyncore_use_poll=True,
     )
-    relay.start()
     flags = _SignalFlags(server)
     flags.install()
+    relay.start()
 
     actual_port = server.socket.getsockname()[1] if hasattr(server, "socket") else 0
     log.info(
@@ -151,16 +187,24 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
 
     while not flags.stop:
         wasyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
-        if flags.reload:
+        if flags.reload and not flags.stop:
             flags.reload = False
-            notify("RELOADING=1")
-            relay.reload()
-            notify("READY=1")
+            # systemd 253+ wants the monotonic time beside RELOADING=1.
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+            applied = relay.reload()
+            notify(
+                "READY=1\nSTATUS="
+                + ("Listening" if applied else "Listening; config reload REJECTED")
+            )
 
-    notify("STOPPING=1")
+    notify("STOPPING=1\nSTATUS=Draining")
     log.info("server outcome=stopping")
-    server.close()
+    # NOTE: close only the listening socket; the trigger must outlive the
+    # requests in flight, which pull it to hand their answers to the loop.
+    wasyncore.dispatcher.close(server)
     _drain_requests(server)
+    server.trigger.close()
     finished = relay.stop()
     log.info("server outcome=stopped deliveries_finished=%s", finished)
     return 0
@@ -195,7 +239,9 @@ def _drain_requests(server: Any) -> None:
     while time.monotonic() < deadline:
         busy = dispatcher.active_count or dispatcher.queue
         unsent = any(
-            getattr(channel, "total_outbufs_len", 0) or getattr(channel, "requests", 0)
+            getattr(channel, "total_outbufs_len", 0)
+            or getattr(channel, "requests", None)
+            or getattr(channel, "request", None) is not None
             for channel in list(server._map.values())
         )
         if not busy and not unsent:
