@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
 """
 
+INSERT_EVENTS = (
+    "INSERT OR IGNORE INTO events"
+    " (event_id, event_type, event_time, received_at, body)"
+    " VALUES {placeholders} RETURNING event_id"
+)
+
 DELIVERY_STATUSES = ("pending", "claimed", "done", "dead")
 
 
@@ -96,12 +102,21 @@ class Delivery:
 
 
 class _Job:
-    """A write waiting for its commit; ``done`` is released once it is over."""
+    """A write waiting for its commit; ``done`` is released once it is over.
 
-    __slots__ = ("fn", "done", "result", "error")
+    A job either runs ``fn`` or, when ``row`` is given, inserts one event row;
+    the writer inserts all the event rows of a batch in one statement.
+    """
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    __slots__ = ("fn", "row", "done", "result", "error")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any] | None,
+        row: tuple[str, str, str, float, str] | None = None,
+    ) -> None:
         self.fn = fn
+        self.row = row
         # PERF: a bare lock, held until the commit, wakes the waiting request
         # with less work than a threading.Event would.
         self.done = threading.Lock()
@@ -130,7 +145,6 @@ class Store:
         self.write_timeout = write_timeout
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._local = threading.local()
-        self._listeners: list[Callable[[], None]] = []
 
         directory = os.path.dirname(os.path.abspath(path))
         try:
@@ -147,8 +161,14 @@ class Store:
     # -- writing --------------------------------------------------------------
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the writer thread; return once its result is committed."""
-        job = _Job(fn)
+        """Run ``fn`` in the writer thread; return once its result is committed.
+
+        ``fn`` may run more than once (its transaction rolled back in between),
+        so it must do nothing but database work.
+        """
+        return self._submit(_Job(fn))  # type: ignore[no-any-return]
+
+    def _submit(self, job: _Job) -> Any:
         self._jobs.put(job)
         if not job.done.acquire(timeout=self.write_timeout):
             raise StoreError(
@@ -158,11 +178,7 @@ class Store:
             raise StoreError(f"the database refused the write: {job.error}") from (
                 job.error
             )
-        return job.result  # type: ignore[no-any-return]
-
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (quickly, in the writer thread) after each commit."""
-        self._listeners.append(listener)
+        return job.result
 
     def _write_loop(self) -> None:
         conn = self._writer_conn
@@ -185,17 +201,13 @@ class Store:
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.result = job.fn(conn)
-                    conn.execute("RELEASE job")
-                except Exception as exc:  # noqa: BLE001 — reported to its caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    job.error = exc
-            conn.execute("COMMIT")
+            try:
+                self._run_batch(conn, batch, isolate=False)
+            except _JobFailed:
+                # PERF: savepoints cost two statements a job, so they are only
+                # paid for on the rare batch in which some job fails.
+                conn.execute("ROLLBACK")
+                self._run_batch(conn, batch, isolate=True)
         except sqlite3.Error as exc:
             log.error("store outcome=commit_failed error=%r", str(exc))
             if conn.in_transaction:
@@ -205,8 +217,33 @@ class Store:
                 job.error = exc
         for job in batch:
             job.done.release()
-        for listener in self._listeners:
-            listener()
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[_Job], isolate: bool
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        inserts = [job for job in batch if job.row is not None]
+        if inserts:
+            _insert_events(conn, inserts)
+        for job in batch:
+            if job.fn is None:
+                continue
+            job.error = None
+            if not isolate:
+                try:
+                    job.result = job.fn(conn)
+                except Exception as exc:  # noqa: BLE001 — retried in isolation
+                    raise _JobFailed from exc
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn)
+                conn.execute("RELEASE job")
+            except Exception as exc:  # noqa: BLE001 — reported to its caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                job.error = exc
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Finish queued writes and close the writer."""
@@ -227,17 +264,8 @@ class Store:
 
     def add_event(self, event: Event, body: str) -> bool:
         """Store an event durably; return False if its event_id was already kept."""
-
-        def insert(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO events"
-                " (event_id, event_type, event_time, received_at, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (event.event_id, event.event_type, event.timestamp, time.time(), body),
-            )
-            return cursor.rowcount == 1
-
-        return self.write(insert)
+        row = (event.event_id, event.event_type, event.timestamp, time.time(), body)
+        return bool(self._submit(_Job(None, row)))
 
     def get_event(self, event_id: str) -> Event | None:
         """Return a stored event by its event_id, or None."""
@@ -493,6 +521,23 @@ def _delivery_filter(
         where.append("event_id = ?")
         args.append(event_id)
     return (" WHERE " + " AND ".join(where) if where else ""), tuple(args)
+
+
+class _JobFailed(Exception):
+    """A job raised inside a batch run without savepoints."""
+
+
+def _insert_events(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    """Insert the event rows of ``jobs`` in one statement; mark which were new."""
+    placeholders = ", ".join(["(?, ?, ?, ?, ?)"] * len(jobs))
+    sql = INSERT_EVENTS.format(placeholders=placeholders)
+    params = [value for job in jobs for value in job.row]  # type: ignore[union-attr]
+    inserted = {row[0] for row in conn.execute(sql, params)}
+    for job in jobs:
+        event_id = job.row[0]  # type: ignore[index]
+        # A second copy of one event in the same batch is a duplicate.
+        job.result = event_id in inserted
+        inserted.discard(event_id)
 
 
 def _event(body: str) -> Event:
