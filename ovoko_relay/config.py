@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -12,20 +11,12 @@ from typing import Any
 from . import plugins as plugin_registry
 from . import rules as rules_module
 from .errors import ConfigError, Problem
-from .events import EnvelopeError, check_envelope, parse_body
-from .plugins.base import Setting
-from .templates import compile_value
-from .yamlsource import Map, Mark, Seq, Text, load_file, mark_of, plain
+from .officetests import ExpectedMessage, OfficeTest, TestsReader
+from .reader import parse_duration, suggest
+from .settings import STEP_KEYS
+from .yamlsource import Mark, Seq, Text, load_file, mark_of, plain
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
 ACTION_KEYS = ("plugin", "retry", "timeout")
-STEP_KEYS = ("action", "retry", "timeout")
-TEMPLATED_KINDS = ("text", "path", "list", "mapping", "any")
-TEST_KEYS = ("name", "event", "fires", "messages")
-MESSAGE_KEYS = ("rule", "action")
 
 
 @dataclass(frozen=True)
@@ -83,27 +74,6 @@ class Action:
     mark: Mark
     retry: RetryPolicy
     timeout: float
-
-
-@dataclass
-class ExpectedMessage:
-    """What one action of one rule must render for an office test."""
-
-    rule: str
-    action: str
-    settings: dict[str, Any]
-    mark: Mark
-
-
-@dataclass
-class OfficeTest:
-    """One case of the `tests:` section: an event, the rules and messages due."""
-
-    name: str
-    event: Any
-    fires: list[str] | None
-    messages: list[ExpectedMessage]
-    mark: Mark
 
 
 @dataclass
@@ -198,33 +168,8 @@ class _AnyVariable(Mapping[str, str]):
         return len(self.environ)
 
 
-def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """Return a ' — did you mean `x`?' hint for a close choice, or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean `{close[0]}`?" if close else ""
-
-
-def parse_duration(text: str) -> float:
-    """Parse `500ms`, `2s`, `5m`, `1h`, `1d` or plain seconds; raise ValueError."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-class _Reader:
+class _Reader(TestsReader):
     """Walk the loaded YAML, building the Config and collecting problems."""
-
-    def __init__(self, file: str, environ: Mapping[str, str] | None = None) -> None:
-        self.file = file
-        self.environ = environ
-        self.problems: list[Problem] = []
-        self.warnings: list[Problem] = []
-        self.secrets: set[str] = set()
-        self.available: dict[str, plugin_registry.PluginInfo] = {}
-
-    def error(self, mark: Mark, message: str) -> None:
-        self.problems.append(mark.problem(message))
 
     def config(self, root: Any) -> Config:
         top = Mark(self.file, 1, 1)
@@ -255,88 +200,6 @@ class _Reader:
             secrets=frozenset(s for s in self.secrets if s),
             tests=tests,
         )
-
-    # -- shapes ---------------------------------------------------------------
-
-    def mapping(self, node: Any, what: str, mark: Mark) -> Map:
-        if node is None or (isinstance(node, Text) and node.null):
-            empty = Map()
-            empty.mark = mark
-            return empty
-        if not isinstance(node, Map):
-            self.error(getattr(node, "mark", mark), f"{what} must be a mapping")
-            empty = Map()
-            empty.mark = getattr(node, "mark", mark)
-            return empty
-        return node
-
-    def known_keys(self, node: Map, allowed: tuple[str, ...], where: str) -> None:
-        for key in node:
-            if key not in allowed:
-                self.error(
-                    node.key_mark(key),
-                    f"unknown key `{key}` {where}{suggest(key, allowed)}",
-                )
-
-    def text(self, node: Map, key: str, default: str) -> str:
-        value = node.get(key)
-        if value is None or (isinstance(value, Text) and value.null):
-            return default
-        if not isinstance(value, Text):
-            self.error(node.key_mark(key), f"`{key}` must be a single value")
-            return default
-        return str(value)
-
-    def integer(self, node: Map, key: str, default: int, minimum: int = 0) -> int:
-        value = self.text(node, key, "")
-        if value == "":
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            number = minimum - 1
-        if number < minimum:
-            self.error(
-                node[key].mark,
-                f"`{key}` must be a whole number of at least {minimum}, not `{value}`",
-            )
-            return default
-        return number
-
-    def boolean(self, node: Map, key: str, default: bool) -> bool:
-        value = self.text(node, key, "").lower()
-        if value == "":
-            return default
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        self.error(node[key].mark, f"`{key}` must be true or false, not `{value}`")
-        return default
-
-    def duration(self, node: Map, key: str, default: float) -> float:
-        value = self.text(node, key, "")
-        if value == "":
-            return default
-        try:
-            return parse_duration(value)
-        except ValueError:
-            self.error(
-                node[key].mark,
-                f"`{key}` must be a duration like 500ms, 2s, 5m or 1h, not `{value}`",
-            )
-            return default
-
-    def positive_duration(self, node: Map, key: str, default: float) -> float:
-        value = self.duration(node, key, default)
-        if value <= 0:
-            self.error(
-                node[key].mark,
-                f"`{key}` must be longer than zero, like 500ms, 2s or 1m, not "
-                f"`{node[key]}`",
-            )
-            return default
-        return value
 
     # -- sections -------------------------------------------------------------
 
@@ -507,28 +370,6 @@ class _Reader:
             timeout=self.positive_duration(node, "timeout", delivery.timeout),
         )
 
-    def collect_secret_values(self, value: Any) -> None:
-        """Mask every text inside a secret setting, list items included."""
-        if isinstance(value, Text) and not value.null:
-            self.secrets.add(str(value))
-        elif isinstance(value, list):
-            for item in value:
-                self.collect_secret_values(item)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                self.collect_secret_values(item)
-
-    def collect_env_secrets(self, value: Any) -> None:
-        if isinstance(value, Text) and value.secret:
-            self.secrets.add(str(value))
-            self.secrets.update(value.env_values)
-        elif isinstance(value, list):
-            for item in value:
-                self.collect_env_secrets(item)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                self.collect_env_secrets(item)
-
     def rules(
         self, node: Any, mark: Mark, actions: dict[str, Action]
     ) -> list[rules_module.Rule]:
@@ -620,250 +461,16 @@ class _Reader:
             )
         return steps
 
-    def declared(self, action: Action) -> Mapping[str, Setting]:
-        cls = self.available[action.plugin].cls
-        assert cls is not None  # actions are only built for usable plugins
-        return cls.settings
 
-    def step_settings(self, step: Map, action: Action, overrides: dict) -> None:
-        declared = self.declared(action)
-        for key in list(overrides):
-            if key not in declared:
-                self.error(
-                    step.key_mark(key),
-                    f"unknown setting `{key}` for plugin `{action.plugin}`"
-                    f"{suggest(key, tuple(declared) + STEP_KEYS)}",
-                )
-                del overrides[key]
-            else:
-                if declared[key].secret:
-                    self.collect_secret_values(overrides[key])
-                self.collect_env_secrets(overrides[key])
-
-    def compile_settings(
-        self, merged: dict[str, Any], action: Action, where: str, mark: Mark
-    ) -> dict[str, Any]:
-        declared = self.declared(action)
-        compiled: dict[str, Any] = {}
-        for key, setting in declared.items():
-            if key not in merged or (
-                isinstance(merged[key], Text) and merged[key].null
-            ):
-                if setting.required:
-                    self.error(
-                        mark,
-                        f"{where}: setting `{key}` is required by plugin "
-                        f"`{action.plugin}`",
-                    )
-                elif setting.default is not None:
-                    compiled[key] = setting.default
-                continue
-            value = self.setting_value(key, merged[key], setting, action.mark)
-            if setting.template and setting.kind in TEMPLATED_KINDS:
-                value = compile_value(value, f"{where}, setting `{key}`", self.problems)
-            compiled[key] = value
-        return compiled
-
-    def setting_value(self, key: str, value: Any, setting: Setting, mark: Mark) -> Any:
-        at = mark_of(value, mark)
-        kind = setting.kind
-        if kind == "any":
-            # Text keeps its place in the file, so template errors can name it.
-            return value
-        if kind == "list":
-            items = value if isinstance(value, Seq) else [value]
-            if not all(isinstance(v, Text) for v in items):
-                self.error(at, f"setting `{key}` must be a value or a list of values")
-            return [v for v in items if isinstance(v, Text)]
-        if kind == "mapping":
-            if not isinstance(value, Map):
-                self.error(at, f"setting `{key}` must be a mapping of name: value")
-                return {}
-            return {str(k): v for k, v in value.items()}
-        if not isinstance(value, Text):
-            self.error(at, f"setting `{key}` must be a single value")
-            return None
-        if kind == "integer":
-            try:
-                return int(value)
-            except ValueError:
-                self.error(at, f"setting `{key}` must be a whole number, not `{value}`")
-                return None
-        if kind == "number":
-            try:
-                return float(value)
-            except ValueError:
-                self.error(at, f"setting `{key}` must be a number, not `{value}`")
-                return None
-        if kind == "boolean":
-            lowered = value.lower()
-            if lowered not in _TRUE | _FALSE:
-                self.error(at, f"setting `{key}` must be true or false, not `{value}`")
-            return lowered in _TRUE
-        if setting.choices and value not in setting.choices:
-            self.error(
-                at,
-                f"setting `{key}` must be one of {', '.join(setting.choices)}, not "
-                f"`{value}`{suggest(value, setting.choices)}",
-            )
-        return value
-
-    # -- the office's own tests -----------------------------------------------
-
-    def tests(
-        self,
-        node: Any,
-        mark: Mark,
-        rules: list[rules_module.Rule],
-        actions: dict[str, Action],
-    ) -> list[OfficeTest]:
-        if node is None or (isinstance(node, Text) and node.null):
-            return []
-        if isinstance(node, Text):
-            node = self.tests_file(node)
-            if node is None:
-                return []
-        if not isinstance(node, Seq):
-            self.error(
-                mark_of(node, mark),
-                "`tests` must be a list of tests, each starting with -, or the "
-                "name of a file that holds them",
-            )
-            return []
-        steps = {rule.name: {step.action for step in rule.steps} for rule in rules}
-        tests = []
-        for item in node:
-            test = self.test(item, node.mark, steps, actions)
-            if test is not None:
-                tests.append(test)
-        return tests
-
-    def tests_file(self, name: Text) -> Any:
-        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), name)
-        try:
-            loaded = load_file(path, self.environ)
-        except ConfigError as exc:
-            if exc.problems and exc.problems[0].message == "file not found":
-                self.error(name.mark, f"the tests file `{name}` does not exist")
-            else:
-                self.problems.extend(exc.problems)
-            return None
-        if isinstance(loaded, Map) and "tests" in loaded:
-            self.known_keys(loaded, ("tests",), "in a tests file")
-            return loaded["tests"]
-        return loaded
-
-    def test(
-        self,
-        node: Any,
-        mark: Mark,
-        steps: dict[str, set[str]],
-        actions: dict[str, Action],
-    ) -> OfficeTest | None:
-        node = self.mapping(node, "a test", mark)
-        self.known_keys(node, TEST_KEYS, "in a test")
-        name = self.text(node, "name", "") or f"test at line {node.mark.line}"
-        if "event" not in node:
-            self.error(node.mark, f"test `{name}` needs `event:` (a file or a mapping)")
-            return None
-        event = self.test_event(node["event"], node.key_mark("event"))
-
-        fires = None
-        if "fires" in node:
-            fires = []
-            value = node["fires"]
-            items = value if isinstance(value, Seq) else [value]
-            for item in items:
-                if not isinstance(item, Text) or item.null:
-                    continue
-                if str(item) not in steps:
-                    self.error(
-                        item.mark,
-                        f"test `{name}`: there is no rule named `{item}`"
-                        f"{suggest(item, tuple(steps))}",
-                    )
-                fires.append(str(item))
-
-        messages = []
-        value = node.get("messages")
-        if value is not None and not (isinstance(value, Text) and value.null):
-            if not isinstance(value, Seq):
-                self.error(
-                    node.key_mark("messages"),
-                    "`messages` must be a list, each item starting with - rule:",
-                )
-            else:
-                for item in value:
-                    message = self.expected(item, value.mark, name, steps, actions)
-                    if message is not None:
-                        messages.append(message)
-        return OfficeTest(name, event, fires, messages, node.mark)
-
-    def test_event(self, value: Any, mark: Mark) -> Any:
-        at = mark_of(value, mark)
-        if isinstance(value, Map):
-            envelope = plain(value)
-            try:
-                check_envelope(envelope)
-            except EnvelopeError as exc:
-                self.error(at, exc.description)
-            return envelope
-        if not isinstance(value, Text) or value.null:
-            self.error(at, "`event` must be a JSON file name or a mapping")
-            return None
-        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
-        try:
-            with open(path, "rb") as f:
-                return parse_body(f.read()).envelope
-        except OSError:
-            self.error(at, f"cannot read the event file `{value}`")
-        except EnvelopeError as exc:
-            self.error(at, f"`{value}` is not an Ovoko event: {exc.description}")
-        return None
-
-    def expected(
-        self,
-        node: Any,
-        mark: Mark,
-        test: str,
-        steps: dict[str, set[str]],
-        actions: dict[str, Action],
-    ) -> ExpectedMessage | None:
-        node = self.mapping(node, "an expected message", mark)
-        rule = self.text(node, "rule", "")
-        action_name = self.text(node, "action", "")
-        if not rule or not action_name:
-            self.error(node.mark, "each expected message needs `rule:` and `action:`")
-            return None
-        if rule not in steps:
-            self.error(
-                node["rule"].mark,
-                f"test `{test}`: there is no rule named `{rule}`"
-                f"{suggest(rule, tuple(steps))}",
-            )
-            return None
-        if action_name not in steps[rule]:
-            self.error(
-                node["action"].mark,
-                f"test `{test}`: rule `{rule}` has no action `{action_name}`"
-                f"{suggest(action_name, tuple(steps[rule]))}",
-            )
-            return None
-        declared = self.declared(actions[action_name])
-        settings = {}
-        for key, value in node.items():
-            if key in MESSAGE_KEYS:
-                continue
-            if key not in declared:
-                self.error(
-                    key.mark,
-                    f"unknown setting `{key}` for plugin "
-                    f"`{actions[action_name].plugin}`"
-                    f"{suggest(key, tuple(declared) + MESSAGE_KEYS)}",
-                )
-                continue
-            settings[str(key)] = plain(value)
-        return ExpectedMessage(rule, action_name, settings, node.mark)
-
-
-__all__ = ["Action", "Config", "ConfigError", "RetryPolicy", "load", "plain"]
+__all__ = [
+    "Action",
+    "Config",
+    "ConfigError",
+    "ExpectedMessage",
+    "OfficeTest",
+    "RetryPolicy",
+    "load",
+    "parse_duration",
+    "plain",
+    "suggest",
+]

@@ -1,0 +1,137 @@
+"""Plugin settings of actions and rule steps: declared, typed, compiled, masked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import plugins as plugin_registry
+from .plugins.base import Setting
+from .reader import FALSE, TRUE, Reader, suggest
+from .templates import compile_value
+from .yamlsource import Map, Mark, Seq, Text, mark_of
+
+if TYPE_CHECKING:
+    from .config import Action
+
+STEP_KEYS = ("action", "retry", "timeout")
+TEMPLATED_KINDS = ("text", "path", "list", "mapping", "any")
+
+
+class SettingsReader(Reader):
+    """Check settings against what each plugin declares, and compile templates."""
+
+    def __init__(self, file: str, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(file, environ)
+        self.secrets: set[str] = set()
+        self.available: dict[str, plugin_registry.PluginInfo] = {}
+
+    def collect_secret_values(self, value: Any) -> None:
+        """Mask every text inside a secret setting, list items included."""
+        if isinstance(value, Text) and not value.null:
+            self.secrets.add(str(value))
+        elif isinstance(value, list):
+            for item in value:
+                self.collect_secret_values(item)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self.collect_secret_values(item)
+
+    def collect_env_secrets(self, value: Any) -> None:
+        if isinstance(value, Text) and value.secret:
+            self.secrets.add(str(value))
+            self.secrets.update(value.env_values)
+        elif isinstance(value, list):
+            for item in value:
+                self.collect_env_secrets(item)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self.collect_env_secrets(item)
+
+    def declared(self, action: Action) -> Mapping[str, Setting]:
+        cls = self.available[action.plugin].cls
+        assert cls is not None  # actions are only built for usable plugins
+        return cls.settings
+
+    def step_settings(self, step: Map, action: Action, overrides: dict) -> None:
+        declared = self.declared(action)
+        for key in list(overrides):
+            if key not in declared:
+                self.error(
+                    step.key_mark(key),
+                    f"unknown setting `{key}` for plugin `{action.plugin}`"
+                    f"{suggest(key, tuple(declared) + STEP_KEYS)}",
+                )
+                del overrides[key]
+            else:
+                if declared[key].secret:
+                    self.collect_secret_values(overrides[key])
+                self.collect_env_secrets(overrides[key])
+
+    def compile_settings(
+        self, merged: dict[str, Any], action: Action, where: str, mark: Mark
+    ) -> dict[str, Any]:
+        declared = self.declared(action)
+        compiled: dict[str, Any] = {}
+        for key, setting in declared.items():
+            if key not in merged or (
+                isinstance(merged[key], Text) and merged[key].null
+            ):
+                if setting.required:
+                    self.error(
+                        mark,
+                        f"{where}: setting `{key}` is required by plugin "
+                        f"`{action.plugin}`",
+                    )
+                elif setting.default is not None:
+                    compiled[key] = setting.default
+                continue
+            value = self.setting_value(key, merged[key], setting, action.mark)
+            if setting.template and setting.kind in TEMPLATED_KINDS:
+                value = compile_value(value, f"{where}, setting `{key}`", self.problems)
+            compiled[key] = value
+        return compiled
+
+    def setting_value(self, key: str, value: Any, setting: Setting, mark: Mark) -> Any:
+        at = mark_of(value, mark)
+        kind = setting.kind
+        if kind == "any":
+            # Text keeps its place in the file, so template errors can name it.
+            return value
+        if kind == "list":
+            items = value if isinstance(value, Seq) else [value]
+            if not all(isinstance(v, Text) for v in items):
+                self.error(at, f"setting `{key}` must be a value or a list of values")
+            return [v for v in items if isinstance(v, Text)]
+        if kind == "mapping":
+            if not isinstance(value, Map):
+                self.error(at, f"setting `{key}` must be a mapping of name: value")
+                return {}
+            return {str(k): v for k, v in value.items()}
+        if not isinstance(value, Text):
+            self.error(at, f"setting `{key}` must be a single value")
+            return None
+        if kind == "integer":
+            try:
+                return int(value)
+            except ValueError:
+                self.error(at, f"setting `{key}` must be a whole number, not `{value}`")
+                return None
+        if kind == "number":
+            try:
+                return float(value)
+            except ValueError:
+                self.error(at, f"setting `{key}` must be a number, not `{value}`")
+                return None
+        if kind == "boolean":
+            lowered = value.lower()
+            if lowered not in TRUE | FALSE:
+                self.error(at, f"setting `{key}` must be true or false, not `{value}`")
+            return lowered in TRUE
+        if setting.choices and value not in setting.choices:
+            self.error(
+                at,
+                f"setting `{key}` must be one of {', '.join(setting.choices)}, not "
+                f"`{value}`{suggest(value, setting.choices)}",
+            )
+        return value
