@@ -2,10 +2,8 @@
 
 One scheduler thread runs the rules on newly stored events (one commit for a
 whole batch of them) and claims due deliveries in batches, as many as the
-workers can take; worker threads attempt them and record each outcome. Each
-worker hands its plugin calls to a caller thread of its own and waits at most
-the action's timeout: a plugin that hangs costs that caller thread (the worker
-starts a new one), never the worker.
+workers can take; worker threads attempt them (through calls.py, so a plugin
+that hangs never holds a worker) and record each outcome.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import plugins as plugin_registry
+from .calls import PluginCalls
 from .config import Config, RetryPolicy
 from .errors import PermanentError, RetryableError, StoreError, TemplateError
 from .events import Event
@@ -28,6 +27,7 @@ from .plugins.base import Plugin
 from .rules import Rule, matching_rules
 from .store import Delivery, Store
 from .templates import render_value
+from .yamlsource import plain
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,6 @@ POLL_SECONDS = 1.0
 COALESCE_SECONDS = 0.005
 DISPATCH_BATCH = 200
 ERROR_CHARS = 1000
-# Abandoned calls of one action that may still run before no new one starts:
-# a plugin that ignores its timeout then costs a few threads, not thousands.
-HANGING_LIMIT = 8
 
 Row = tuple[str, int, str, str]
 
@@ -55,7 +52,7 @@ class Runtime:
             cls = available[action.plugin].cls
             assert cls is not None  # config.load only accepts usable plugins
             self.plugins[name] = cls(
-                {k: _plain(v) for k, v in action.settings.items()},
+                {k: plain(v) for k, v in action.settings.items()},
                 timeout=action.timeout,
             )
         self._users = 0
@@ -127,10 +124,8 @@ class Dispatcher:
         self._outstanding = 0
         self._workers = 0
         self._unstarted: list[Delivery] = []
-        self._hanging: dict[str, int] = {}
         self._threads: list[threading.Thread] = []
-        self._local = threading.local()
-        self._callers: list[_Caller] = []
+        self._calls = PluginCalls()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -185,9 +180,7 @@ class Dispatcher:
             except StoreError as exc:
                 log.error("deliveries=%d outcome=release_failed error=%r",
                           len(unstarted), str(exc))  # fmt: skip
-        with self._lock:
-            for caller in self._callers:
-                caller.retire()
+        self._calls.retire_all()
         return not any(thread.is_alive() for thread in self._threads)
 
     def alive(self) -> bool:
@@ -343,7 +336,13 @@ class Dispatcher:
         try:
             event, settings, plugin = self._prepare(runtime, delivery)
             secrets.update(_secret_values(plugin, settings))
-            self._call(delivery, lambda: plugin.deliver(settings, event), plugin)
+            self._calls.call(
+                delivery.event_id,
+                delivery.action,
+                plugin.name,
+                plugin.timeout,
+                lambda: plugin.deliver(settings, event),
+            )
             outcome, error = "done", None
         except PermanentError as exc:
             outcome, error = "dead", _describe(exc)
@@ -396,70 +395,6 @@ class Dispatcher:
                 )
                 if self._stopping.wait(POLL_SECONDS):
                     return
-
-    def _call(self, delivery: Delivery, fn: Callable[[], None], plugin: Plugin) -> None:
-        """Run ``fn`` on the caller thread; stop waiting after the plugin's timeout."""
-        action = delivery.action
-        with self._lock:
-            hanging = self._hanging.get(action, 0)
-        if hanging >= HANGING_LIMIT:
-            raise RetryableError(
-                f"{hanging} earlier attempts of action `{action}` are still running "
-                "after their timeout; no new one starts until they end"
-            )
-
-        finished = threading.Event()
-        failure: list[BaseException] = []
-        abandoned = False
-
-        def run() -> None:
-            nonlocal abandoned
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — carried back to the worker
-                failure.append(exc)
-            except BaseException as exc:  # noqa: BLE001 — e.g. sys.exit in a plugin
-                failure.append(RetryableError(f"the plugin raised {exc!r}"))
-            finally:
-                with self._lock:
-                    finished.set()
-                    if abandoned:
-                        self._hanging[action] -= 1
-                if abandoned:
-                    log.warning(
-                        "event_id=%s action=%s outcome=late_finish failed=%s reason=%r",
-                        delivery.event_id,
-                        action,
-                        bool(failure),
-                        "an attempt given up after its timeout ended later; the "
-                        "target may receive this delivery twice",
-                    )
-
-        caller = self._caller()
-        caller.run(run)
-        if not finished.wait(plugin.timeout):
-            with self._lock:
-                if not finished.is_set():
-                    abandoned = True
-                    self._hanging[action] = self._hanging.get(action, 0) + 1
-            if abandoned:
-                # The hung call keeps its thread, which ends after it.
-                self._local.caller = None
-                caller.retire()
-                raise RetryableError(
-                    f"the `{plugin.name}` plugin did not finish within "
-                    f"{plugin.timeout:g}s"
-                )
-        if failure:
-            raise failure[0]
-
-    def _caller(self) -> _Caller:
-        caller: _Caller | None = getattr(self._local, "caller", None)
-        if caller is None:
-            caller = self._local.caller = _Caller(threading.current_thread().name)
-            with self._lock:
-                self._callers.append(caller)
-        return caller
 
     def _prepare(
         self, runtime: Runtime, delivery: Delivery
@@ -519,27 +454,6 @@ class Dispatcher:
         )
 
 
-class _Caller:
-    """A thread making one worker's plugin calls, so no call needs a new thread."""
-
-    def __init__(self, worker: str) -> None:
-        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        thread = threading.Thread(target=self._loop, name=f"{worker}-call", daemon=True)
-        thread.start()
-
-    def run(self, fn: Callable[[], None]) -> None:
-        """Start ``fn``; it must catch its own exceptions."""
-        self._inbox.put(fn)
-
-    def retire(self) -> None:
-        """End the thread once the call it is making, if any, returns."""
-        self._inbox.put(None)
-
-    def _loop(self) -> None:
-        while (fn := self._inbox.get()) is not None:
-            fn()
-
-
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -558,9 +472,3 @@ def _secret_values(plugin: Plugin, settings: dict[str, Any]) -> list[str]:
         if setting.secret and isinstance(value, str) and value:
             found.append(value)
     return found
-
-
-def _plain(value: Any) -> Any:
-    from .yamlsource import plain
-
-    return plain(value)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import sample, wait_until
 
+from ovoko_relay import calls
 from ovoko_relay import config as config_module
-from ovoko_relay import dispatch
 from ovoko_relay.config import RetryPolicy
 from ovoko_relay.dispatch import Dispatcher, Runtime, backoff
 from ovoko_relay.errors import ConfigError, PermanentError, RetryableError
@@ -286,7 +286,7 @@ def test_a_hanging_call_times_out_and_too_many_hanging_calls_start_no_more(
     relay: tuple[Store, Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, runtime = relay
-    monkeypatch.setattr(dispatch, "HANGING_LIMIT", 2)
+    monkeypatch.setattr(calls, "HANGING_LIMIT", 2)
     release = threading.Event()
     plugin = Scripted([release.wait, release.wait], timeout=0.1)
     dispatcher = Dispatcher(store, lambda: with_plugin(runtime, plugin))
@@ -307,7 +307,7 @@ def test_a_hanging_call_times_out_and_too_many_hanging_calls_start_no_more(
     assert errors[2].startswith("2 earlier attempts of action `note` are still running")
 
     release.set()
-    wait_until(lambda: not dispatcher._hanging.get("note"), timeout=2)
+    wait_until(lambda: not dispatcher._calls._hanging.get("note"), timeout=2)
     queue_event(store, "e9")
     dispatcher.dispatch_pending()
     [later] = store.claim_due(1)
