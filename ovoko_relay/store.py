@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+
+CREATE TABLE IF NOT EXISTS health (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at REAL NOT NULL
+);
 """
 
 INSERT_EVENTS = (
@@ -293,9 +298,21 @@ class Store:
         self.record_deliveries([(event_id, list(deliveries))])
 
     def is_writable(self) -> bool:
-        """Tell whether a write commits right now."""
+        """Tell whether a write commits right now, by committing a real one.
+
+        The database file itself must be writable too: in WAL mode a commit
+        lands in the -wal file, and a file that cannot take the checkpoint
+        would fail later.
+        """
+
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)",
+                (time.time(),),
+            )
+
         try:
-            self.write(lambda conn: conn.execute("SELECT 1").fetchone())
+            self.write(touch)
         except StoreError:
             return False
         return os.access(self.path, os.W_OK)
