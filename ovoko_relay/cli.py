@@ -124,17 +124,21 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from .dryrun import run_office_tests
     from .server import serve
 
     config = load_config(args)
     logs.configure(config.logging.level, config.logging.format)
     logs.set_secrets(config.secrets)
+    log = logging.getLogger(__name__)
     for warning in config.warnings:
-        logging.getLogger(__name__).warning(
-            "config outcome=warning problem=%r", str(warning)
-        )
+        log.warning("config outcome=warning problem=%r", str(warning))
+    # A failing office test stops a reload, not a start: after a reboot the
+    # relay must answer Ovoko, whose retries end within minutes.
+    for failure in run_office_tests(config):
+        log.warning("config outcome=office_test_failed problem=%r", failure)
     if config.auth.disabled:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "auth outcome=disabled reason=%r",
             "auth.disabled is true: webhooks are accepted without a token",
         )

@@ -311,6 +311,7 @@ class _Reader(TestsReader):
     ) -> dict[str, Action]:
         node = self.mapping(node, "`actions`", mark)
         available = self.available = plugin_registry.installed()
+        self.defined_actions = {str(name) for name in node}
         actions = {}
         for name, spec in node.items():
             action = self.action(str(name), spec, name.mark, available, delivery)
@@ -430,6 +431,8 @@ class _Reader(TestsReader):
                 self.error(step.mark, "each step of `do` needs `action: NAME`")
                 continue
             action = actions.get(action_name)
+            if action is None and action_name in self.defined_actions:
+                continue  # its own problems are reported where it is defined
             if action is None:
                 self.error(
                     step["action"].mark,

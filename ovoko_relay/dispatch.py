@@ -22,7 +22,7 @@ from .calls import PluginCalls
 from .config import Config, RetryPolicy
 from .errors import PermanentError, RetryableError, StoreError, TemplateError
 from .events import Event
-from .logs import mask
+from .logs import mask, plural
 from .plugins.base import Plugin
 from .rules import Rule, matching_rules
 from .store import Delivery, Store
@@ -356,7 +356,7 @@ class Dispatcher:
         if outcome == "retry":
             if number >= policy.attempts:
                 outcome = "dead"
-                error = f"{error} (gave up after {number} attempts)"
+                error = f"{error} (gave up after {plural(number, 'attempt')})"
             else:
                 due_at = time.time() + backoff(number, policy, retry_after)
         if error is not None:

@@ -13,9 +13,9 @@ from typing import Any
 from . import logs
 from . import plugins as plugin_registry
 from .config import Config, ExpectedMessage, OfficeTest
-from .errors import TemplateError
+from .errors import PermanentError, RetryableError, TemplateError
 from .events import EnvelopeError, Event, parse_body
-from .logs import MASK, mask
+from .logs import MASK, mask, plural
 from .rules import Rule, Verdict, explain
 from .templates import render_value
 
@@ -278,8 +278,9 @@ def run_check(config: Config, strict: bool = False) -> int:
     if failures or (strict and config.warnings):
         return 1
     print(
-        f"{config.file}: OK ({len(config.rules)} rules, {len(config.actions)} "
-        f"actions, {len(config.tests)} tests passed)"
+        f"{config.file}: OK ({plural(len(config.rules), 'rule')}, "
+        f"{plural(len(config.actions), 'action')}, "
+        f"{plural(len(config.tests), 'test')} passed)"
     )
     return 0
 
@@ -330,8 +331,15 @@ def _send(config: Config, runtime: Any, item: Rendered, event: Event) -> bool:
     resolve_paths(config, plugin, settings)
     try:
         plugin.deliver(settings, event)
+    except PermanentError as exc:
+        print(f"    sent: FAILED, for good: {mask_text(config, exc)}")
+        return False
     except Exception as exc:  # noqa: BLE001 — any plugin failure is reported
-        print(f"    sent: FAILED ({type(exc).__name__}: {mask_text(config, exc)})")
+        what = str(exc) if isinstance(exc, RetryableError) else f"{exc!r}"
+        print(
+            "    sent: FAILED, the relay would try again later: "
+            f"{mask_text(config, what)}"
+        )
         return False
     print("    sent: done")
     return True

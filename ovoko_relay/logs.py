@@ -25,6 +25,11 @@ _PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
 _secrets: tuple[str, ...] = ()
 
 
+def plural(count: int, noun: str) -> str:
+    """Return `1 rule`, `2 rules`: a count with its noun."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret inside ``text`` with ***, longest first."""
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):

@@ -17,7 +17,8 @@ from . import logs
 from .app import create_app
 from .config import Config
 from .dispatch import Dispatcher, Runtime
-from .errors import ConfigError
+from .dryrun import run_office_tests
+from .errors import ConfigError, RelayError
 from .metrics import Metrics
 from .notify import notify
 from .retention import Pruner
@@ -61,6 +62,10 @@ class Relay:
         """Re-read the config file; keep the running one if the new one is invalid."""
         try:
             new = config_module.load(self.config_file)
+            failures = run_office_tests(new)
+            if failures:
+                # As `check` (which the unit's reload runs first) would refuse it.
+                return self._reject(failures)
             runtime = Runtime(new)
         except ConfigError as exc:
             return self._reject([str(p) for p in exc.problems])
@@ -121,7 +126,9 @@ class Relay:
         }
         if self.stale_since is not None:
             report["config_stale_since"] = _utc(self.stale_since)
-            report["config_problems"] = self.stale_problems
+            # NOTE: the count only: /healthz may be public, the problems are in
+            # the log and in `ovoko-relay check`.
+            report["config_problems"] = len(self.stale_problems)
         return report
 
     def stop(self) -> bool:
@@ -163,15 +170,26 @@ def _restart_only_changes(
 def serve(config: Config, host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGTERM or SIGINT; reload on SIGHUP. Return the exit code."""
     relay = Relay(config)
-    server = create_server(
-        relay.wsgi,
-        host=host or config.server.host,
-        port=config.server.port if port is None else port,
-        threads=config.server.threads,
-        max_request_body_size=config.server.max_body_bytes * 4,
-        ident="ovoko-relay",
-        asyncore_use_poll=True,
-    )
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    try:
+        server = create_server(
+            relay.wsgi,
+            host=host,
+            port=port,
+            threads=config.server.threads,
+            max_request_body_size=config.server.max_body_bytes * 4,
+            ident="ovoko-relay",
+            asyncore_use_poll=True,
+        )
+    except OSError as exc:
+        relay.store.close()
+        reason = exc.strerror or str(exc)
+        raise RelayError(
+            f"cannot listen on {host} port {port}: {reason}. Is another relay "
+            "(or another program) already using it? Change `server.port` or pass "
+            "--port."
+        ) from exc
     flags = _SignalFlags(server)
     flags.install()
     relay.start()
@@ -179,7 +197,7 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     actual_port = server.socket.getsockname()[1] if hasattr(server, "socket") else 0
     log.info(
         "server outcome=listening host=%s port=%s path=%s",
-        host or config.server.host,
+        host,
         actual_port,
         config.server.path,
     )

@@ -25,6 +25,7 @@ class SettingsReader(Reader):
         super().__init__(file, environ)
         self.secrets: set[str] = set()
         self.available: dict[str, plugin_registry.PluginInfo] = {}
+        self.defined_actions: set[str] = set()
 
     def collect_secret_values(self, value: Any) -> None:
         """Mask every text inside a secret setting, list items included."""

@@ -13,6 +13,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .errors import ConfigError, Problem
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Values of environment variables named like these are masked wherever they
+# are used; others (SMTP_HOST, STATE_DIRECTORY) stay readable in errors.
+SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSW|PASSPHRASE|PWD|KEY|WEBHOOK|CREDENTIAL|AUTH|COOKIE|DSN",
+    re.IGNORECASE,
+)
+_UNQUOTED_TEMPLATE = re.compile(r"(?:^|:|-)\s+\{[{%]")
 _NULLS = {"", "~", "null", "Null", "NULL"}
 
 
@@ -38,8 +45,9 @@ class Text(str):
     """A scalar exactly as the person wrote it, with its place in the file.
 
     ``null`` is true for an empty value or ``~``/``null`` written without quotes.
-    ``secret`` is true when any part of the value came from the environment.
-    ``env_values`` holds the values taken from the environment, to mask them.
+    ``secret`` is true when part of the value came from an environment variable
+    whose name marks it as secret (see SECRET_NAME); ``env_values`` holds those
+    values, to mask them.
     ``block`` is true for a `|` or `>` block, whose text starts on the next line.
     """
 
@@ -121,7 +129,7 @@ def load_text(text: str, file: str, environ: Mapping[str, str]) -> Any:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         if not problems:
-            problems.append(_syntax_problem(exc, file))
+            problems.append(_syntax_problem(exc, file, text))
         raise ConfigError(problems) from exc
     if problems:
         raise ConfigError(problems)
@@ -147,11 +155,40 @@ def _tab_problems(text: str, file: str) -> list[Problem]:
     return problems
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     what = exc.problem or exc.context or "invalid YAML"
-    return Problem(file, line, col, f"YAML syntax error: {what}")
+    if exc.context == "while scanning a quoted scalar" and exc.context_mark:
+        line, col = exc.context_mark.line + 1, exc.context_mark.column + 1
+        what = "this quote is never closed; end the text with the same quote mark"
+        return Problem(file, line, col, f"YAML syntax error: {what}")
+    return Problem(file, line, col, f"YAML syntax error: {what}{_hint(exc, text)}")
+
+
+def _hint(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """Suggest the usual fix for the syntax errors people make most."""
+    lines = text.splitlines()
+    first = exc.context_mark.line if exc.context_mark else 0
+    last = exc.problem_mark.line if exc.problem_mark else first
+    for number in range(max(0, last - 5), min(last + 1, len(lines))):
+        if lines[number].count('"') % 2:
+            return (
+                f" — the quote on line {number + 1} may not be closed; end the "
+                "text with the same quote mark"
+            )
+    if exc.problem == "mapping values are not allowed here":
+        return (
+            ' — a value that contains ": " must be in quotes, like '
+            'message: "Sold: {{ data.part_id }}"'
+        )
+    nearby = lines[max(0, min(first, last) - 1) : last + 1]
+    if any(_UNQUOTED_TEMPLATE.search(line) for line in nearby):
+        return (
+            " — a value that starts with {{ or {% must be in quotes, like "
+            'message: "{{ data.part_id }} sold"'
+        )
+    return ""
 
 
 class _Builder:
@@ -221,7 +258,8 @@ class _Builder:
                 return "$"
             name, default = match.group(1), match.group(2)
             if name in self.environ and self.environ[name] != "":
-                used.append(self.environ[name])
+                if SECRET_NAME.search(name):
+                    used.append(self.environ[name])
                 return self.environ[name]
             if default is not None:
                 return default

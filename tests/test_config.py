@@ -225,3 +225,26 @@ def test_the_example_config_loads_with_only_the_token(tmp_path: Path) -> None:
     }
     assert {a.plugin for a in config.actions.values()} == {"log", "spreadsheet"}
     assert len(config.tests) >= 3
+
+
+def test_a_rule_using_an_action_with_a_broken_plugin_gets_no_misleading_hint(
+    tmp_path,
+):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "auth: {tokens: [abcd1234]}\n"
+        "actions:\n"
+        "  sales-sheet: {plugin: spreadshet, path: a.csv}\n"
+        "  returns-sheet: {plugin: log}\n"
+        "rules:\n"
+        "  - name: A\n"
+        "    do:\n"
+        "      - action: sales-sheet\n"
+    )
+
+    with pytest.raises(ConfigError) as info:
+        config_module.load(str(path), {})
+
+    messages = [p.message for p in info.value.problems]
+    assert len(messages) == 1
+    assert messages[0].startswith("unknown plugin `spreadshet` — did you mean")

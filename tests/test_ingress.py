@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -403,3 +404,23 @@ def test_the_config_comes_from_the_environment_variable(write_config, start_rela
     relay = start_relay(path, env={"OVOKO_RELAY_CONFIG": str(path)}, config_flag=False)
 
     assert relay.post(sample("part-sold")).status_code == 200
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(write_config, relay_env):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        result = run_cli(
+            "serve", "--config", str(write_config(BASIC_CONFIG)),
+            "--host", "127.0.0.1", "--port", str(port), env=relay_env,
+        )  # fmt: skip
+    finally:
+        busy.close()
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"Error: cannot listen on 127.0.0.1 port {port}: Address already in use."
+    )
+    assert "Traceback" not in result.stderr

@@ -84,7 +84,22 @@ def test_syntax_error_is_located() -> None:
         ("${TOKEN}", {"TOKEN": "abc"}, "abc", True),
         ("Bearer ${TOKEN}", {"TOKEN": "abc"}, "Bearer abc", True),
         ("${PORT:-8080}", {}, "8080", False),
-        ("${PORT:-8080}", {"PORT": "9"}, "9", True),
+        ("${PORT:-8080}", {"PORT": "9"}, "9", False),
+        ("${SMTP_PASSWORD}", {"SMTP_PASSWORD": "pw"}, "pw", True),
+        (
+            "${SLACK_WEBHOOK_URL}",
+            {"SLACK_WEBHOOK_URL": "https://h/x"},
+            "https://h/x",
+            True,
+        ),
+        ("${API_KEY}", {"API_KEY": "k"}, "k", True),
+        ("${SMTP_HOST}", {"SMTP_HOST": "127.0.0.1"}, "127.0.0.1", False),
+        (
+            "${STATE_DIRECTORY}/x",
+            {"STATE_DIRECTORY": "/var/lib/r"},
+            "/var/lib/r/x",
+            False,
+        ),
         ("${EMPTY:-x}", {"EMPTY": ""}, "x", False),
         ("price $$5", {}, "price $5", False),
         ("plain", {"plain": "no"}, "plain", False),
@@ -115,3 +130,41 @@ def test_missing_file(tmp_path) -> None:
 def test_python_tags_are_not_constructed() -> None:
     root = load("a: !!python/object/apply:os.system ['echo hi']\n")
     assert plain(root) == {"a": ["echo hi"]}
+
+
+RULE_WITH = (
+    "rules:\n  - name: A\n    do:\n      - action: n\n        {line}\n"
+    '  - name: B\n    do:\n      - action: n\n        message: "ok"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "hint"),
+    [
+        (
+            "message: {{ data.part_id }} was written off",
+            (5, 37),
+            "a value that starts with {{ or {% must be in quotes",
+        ),
+        (
+            "message: Part was written off: {{ data.part_id }}",
+            (5, 38),
+            'a value that contains ": " must be in quotes',
+        ),
+        (
+            'message: "Part {{ data.part_id }} sold',
+            (9, 19),
+            "the quote on line 5 may not be closed",
+        ),
+    ],
+)
+def test_a_common_syntax_mistake_gets_a_hint_on_how_to_fix_it(
+    line: str, where: tuple[int, int], hint: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(RULE_WITH.format(line=line))
+
+    [problem] = info.value.problems
+    assert (problem.line, problem.col) == where
+    assert problem.message.startswith("YAML syntax error: ")
+    assert hint in problem.message
