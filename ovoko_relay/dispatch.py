@@ -32,6 +32,9 @@ from .yamlsource import plain
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+# Events that follow each other closer than STREAM_SECONDS are a stream: the
+# dispatcher then waits COALESCE_SECONDS after a kick, so one pass serves many.
+STREAM_SECONDS = 0.02
 COALESCE_SECONDS = 0.005
 DISPATCH_BATCH = 200
 ERROR_CHARS = 1000
@@ -117,7 +120,7 @@ class Dispatcher:
         self.runtime = runtime
         self.on_attempt = on_attempt
         self._kick = threading.Event()
-        self._last_dispatched = 0
+        self._last_dispatch = 0.0  # time.monotonic() of the last event dispatched
         self._stopping = threading.Event()
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -194,14 +197,16 @@ class Dispatcher:
             # NOTE: cleared before looking, so a kick during the look is kept.
             self._kick.clear()
             try:
-                more, busy = self._schedule_once(), self._last_dispatched > 1
+                more = self._schedule_once()
             except Exception:  # noqa: BLE001 — keep scheduling; the store may recover
                 log.exception("dispatcher outcome=error")
                 self._stopping.wait(POLL_SECONDS)
                 continue
-            if not more and self._kick.wait(self._idle_seconds()) and busy:
-                # PERF: under a stream of webhooks, let a few more events
-                # arrive so that one dispatch and one commit serve them all.
+            if more or not self._kick.wait(self._idle_seconds()):
+                continue
+            if time.monotonic() - self._last_dispatch < STREAM_SECONDS:
+                # PERF: let a few more events of the stream arrive, so that one
+                # dispatch and one commit serve them all.
                 self._stopping.wait(COALESCE_SECONDS)
 
     def _schedule_once(self) -> bool:
@@ -251,9 +256,9 @@ class Dispatcher:
     def dispatch_pending(self) -> int:
         """Run the rules on a batch of unprocessed events; return how many."""
         events = self.store.unprocessed_events(DISPATCH_BATCH)
-        self._last_dispatched = len(events)
         if not events:
             return 0
+        self._last_dispatch = time.monotonic()
         runtime = self.runtime()
         batch = [(event, self._match(runtime, event)) for event in events]
         self.store.record_deliveries([(e.event_id, rows) for e, rows in batch])
