@@ -10,6 +10,7 @@ import falcon
 
 from .errors import StoreError
 from .events import EnvelopeError, parse_body
+from .logs import quoted
 
 if TYPE_CHECKING:
     from .server import Relay
@@ -58,12 +59,12 @@ class WebhookResource:
             ) from None
 
         try:
-            stored = self.relay.store.add_event(event, body.decode("utf-8"))
+            stored = self.relay.store.add_event(event, event.body)
         except StoreError as exc:
             log.error(
                 "event_id=%s type=%s outcome=unavailable reason=%r",
-                event.event_id,
-                event.event_type,
+                quoted(event.event_id),
+                quoted(event.event_type),
                 str(exc),
             )
             raise falcon.HTTPServiceUnavailable(
@@ -76,8 +77,8 @@ class WebhookResource:
         outcome = "accepted" if stored else "duplicate"
         log.info(
             "event_id=%s type=%s outcome=%s",
-            event.event_id,
-            event.event_type,
+            quoted(event.event_id),
+            quoted(event.event_type),
             outcome,
         )
         self.relay.metrics.event(outcome)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from .errors import RetryableError
+from .logs import quoted
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class PluginCalls:
                 if abandoned:
                     log.warning(
                         "event_id=%s action=%s outcome=late_finish failed=%s reason=%r",
-                        event_id,
+                        quoted(event_id),
                         action,
                         bool(failure),
                         "an attempt given up after its timeout ended later; the "

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__, logs
 from . import config as config_module
 from .errors import ConfigError, RelayError
 from .store import DELIVERY_STATUSES
+
+if TYPE_CHECKING:
+    from .rules import Rule
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -101,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--dead", action="store_true", help="every delivery that gave up"
     )
+    which.add_argument(
+        "--rematch",
+        metavar="EVENT_ID",
+        help="run the current rules on this event again; done deliveries are kept",
+    )
     replay.set_defaults(run=cmd_replay)
 
     plugins = commands.add_parser("plugins", help="list the installed plugins")
@@ -181,16 +190,29 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from . import report
 
-    path = config_module.load_storage(config_module.config_path(args.config)).path
+    config_file = config_module.config_path(args.config)
+    path = config_module.load_storage(config_file).path
     store = report.open_store(path)
     try:
         if args.dead:
             report.replay_dead(store, sys.stdout)
+        elif args.rematch:
+            report.rematch_event(store, args.rematch, sys.stdout)
         else:
-            report.replay_event(store, args.event, sys.stdout)
+            report.replay_event(store, args.event, sys.stdout, _rules(config_file))
     finally:
         store.close()
     return 0
+
+
+def _rules(config_file: str) -> list[Rule] | None:
+    """Return the config's current rules, or None when it cannot load here."""
+    # The store commands run without the service's secrets too; the rules are
+    # then unknown and replay only skips its hint.
+    try:
+        return config_module.load(config_file).rules
+    except RelayError:
+        return None
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import plugins as plugin_registry
 from . import rules as rules_module
 from .errors import ConfigError, Problem
+from .logs import mask
 from .officetests import ExpectedMessage, OfficeTest, TestsReader
 from .reader import parse_duration, suggest
 from .settings import STEP_KEYS
 from .yamlsource import Mark, Seq, Text, load_file, mark_of, plain
 
 ACTION_KEYS = ("plugin", "retry", "timeout")
+RESERVED_PATHS = ("/healthz", "/metrics")
+_WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
 
 @dataclass(frozen=True)
@@ -116,14 +119,19 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
     root = load_file(path, environ)
     reader = _Reader(path, environ)
     config = reader.config(root)
+    secrets = reader.secrets | getattr(root, "secret_values", frozenset())
     if reader.problems:
-        raise ConfigError(_in_order(reader.problems + reader.warnings))
-    config.warnings = _in_order(reader.warnings)
+        raise ConfigError(_masked(reader.problems + reader.warnings, secrets))
+    config.warnings = _masked(reader.warnings, secrets)
     return config
 
 
-def _in_order(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: (p.file, p.line, p.col))
+def _masked(problems: list[Problem], secrets: Iterable[str]) -> list[Problem]:
+    """Order problems by place; hide any secret a message quotes."""
+    return [
+        replace(p, message=mask(p.message, secrets))
+        for p in sorted(problems, key=lambda p: (p.file, p.line, p.col))
+    ]
 
 
 def load_storage(path: str) -> StorageConfig:
@@ -210,8 +218,18 @@ class _Reader(TestsReader):
             node, ("host", "port", "path", "threads", "max_body_bytes"), "in `server`"
         )
         path = self.text(node, "path", d.path)
-        if not path.startswith("/"):
-            self.error(node.key_mark("path"), f"`path` must start with /, not `{path}`")
+        if not _WEBHOOK_PATH.fullmatch(path):
+            self.error(
+                node.key_mark("path"),
+                f"`path` must start with / and hold only letters, digits and "
+                f"- _ . ~ /, like /webhooks/ovoko, not `{path}`",
+            )
+        elif path.rstrip("/") in RESERVED_PATHS:
+            self.error(
+                node.key_mark("path"),
+                f"`path` cannot be {path}: the relay answers its own "
+                f"{', '.join(RESERVED_PATHS)} there",
+            )
         port = self.integer(node, "port", d.port)
         if port > 65535:
             self.error(node["port"].mark, f"`port` must be 0 to 65535, not `{port}`")

@@ -22,9 +22,10 @@ from .calls import PluginCalls
 from .config import Config, RetryPolicy
 from .errors import PermanentError, RetryableError, StoreError, TemplateError
 from .events import Event
-from .logs import mask, plural
+from .logs import mask, plural, quoted
 from .plugins.base import Plugin
-from .rules import Rule, matching_rules
+from .rules import Rule, Step, matching_rules
+from .settings import resolve_paths
 from .store import Delivery, Store
 from .templates import render_value
 from .yamlsource import plain
@@ -265,8 +266,8 @@ class Dispatcher:
         for event, rows in batch:
             log.info(
                 "event_id=%s type=%s outcome=dispatched rules=%r deliveries=%d",
-                event.event_id,
-                event.event_type,
+                quoted(event.event_id),
+                quoted(event.event_type),
                 ",".join(dict.fromkeys(rule for rule, _, _, _ in rows)) or "-",
                 len(rows),
             )
@@ -294,7 +295,7 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 — one odd event must not block the others
             # TODO: the event is kept with no deliveries; only `replay` runs it
             # again, so a bug in matching needs an operator to notice the log.
-            log.exception("event_id=%s outcome=dispatch_failed", event.event_id)
+            log.exception("event_id=%s outcome=dispatch_failed", quoted(event.event_id))
             return []
 
     # -- delivering -----------------------------------------------------------
@@ -312,7 +313,7 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 — a worker must outlive any delivery
                 log.exception(
                     "event_id=%s action=%s outcome=worker_error",
-                    delivery.event_id,
+                    quoted(delivery.event_id),
                     delivery.action,
                 )
             finally:
@@ -342,7 +343,7 @@ class Dispatcher:
             event, settings, plugin = self._prepare(runtime, delivery)
             secrets.update(_secret_values(plugin, settings))
             self._calls.call(
-                delivery.event_id,
+                quoted(delivery.event_id),
                 delivery.action,
                 plugin.name,
                 plugin.timeout,
@@ -394,7 +395,7 @@ class Dispatcher:
                 # The row stays claimed; a restart would attempt it again.
                 log.error(
                     "event_id=%s action=%s outcome=record_failed error=%r",
-                    delivery.event_id,
+                    quoted(delivery.event_id),
                     delivery.action,
                     str(exc),
                 )
@@ -405,12 +406,9 @@ class Dispatcher:
         self, runtime: Runtime, delivery: Delivery
     ) -> tuple[Event, dict[str, Any], Plugin]:
         rule = runtime.rules.get(delivery.rule)
-        if rule is None or delivery.step >= len(rule.steps):
-            raise PermanentError(
-                f"rule `{delivery.rule}` (step {delivery.step + 1}) is no longer in "
-                "the config"
-            )
-        step = rule.steps[delivery.step]
+        step = find_step(rule, delivery.step, delivery.action)
+        if rule is None or step is None:
+            raise PermanentError(gone_message(delivery, rule is None))
         plugin = runtime.plugins.get(step.action)
         if plugin is None:
             raise PermanentError(f"action `{step.action}` is no longer in the config")
@@ -422,9 +420,7 @@ class Dispatcher:
             settings = render_value(step.compiled, context)
         except TemplateError as exc:
             raise PermanentError(str(exc)) from exc
-        for key, setting in plugin.settings.items():
-            if setting.kind == "path" and settings.get(key):
-                settings[key] = os.path.join(runtime.base_dir, settings[key])
+        resolve_paths(runtime.base_dir, plugin.settings, step.compiled, settings)
         return event, settings, plugin
 
     def _log_attempt(
@@ -448,7 +444,7 @@ class Dispatcher:
             level,
             "event_id=%s rule=%r action=%s plugin=%s attempt=%d outcome=%s "
             "duration_ms=%.1f%s",
-            delivery.event_id,
+            quoted(delivery.event_id),
             delivery.rule,
             delivery.action,
             delivery.plugin,
@@ -457,6 +453,34 @@ class Dispatcher:
             (time.time() - started) * 1000,
             extra,
         )
+
+
+def find_step(rule: Rule | None, index: int, action: str) -> Step | None:
+    """Return the step of ``rule`` a delivery of ``action`` stored at ``index`` runs.
+
+    A reload may have moved the step: the one at ``index`` counts only if it
+    still runs ``action``, else the rule's first step that does.
+    """
+    if rule is None:
+        return None
+    if 0 <= index < len(rule.steps) and rule.steps[index].action == action:
+        return rule.steps[index]
+    return next((step for step in rule.steps if step.action == action), None)
+
+
+def gone_message(delivery: Delivery, rule_gone: bool) -> str:
+    """Explain that a delivery's rule or action left the config after its event came."""
+    what = f"rule `{delivery.rule}` is no longer in the config"
+    if not rule_gone:
+        what = (
+            f"rule `{delivery.rule}` no longer has a step with action "
+            f"`{delivery.action}`"
+        )
+    return (
+        f"{what}: it was changed or removed after event {delivery.event_id} "
+        "arrived; to run the current rules on this event, use "
+        f"`ovoko-relay replay --rematch {delivery.event_id}`"
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import logs
@@ -17,6 +16,7 @@ from .errors import PermanentError, RetryableError, TemplateError
 from .events import EnvelopeError, Event, parse_body
 from .logs import MASK, mask, plural
 from .rules import Rule, Verdict, explain
+from .settings import resolve_paths
 from .templates import render_value
 
 
@@ -29,6 +29,7 @@ class Rendered:
     plugin: str
     settings: dict[str, Any] | None
     error: str = ""
+    compiled: dict[str, Any] = field(default_factory=dict)
 
 
 def template_context(event: Event, rule: Rule) -> dict[str, Any]:
@@ -48,7 +49,9 @@ def render_rule(config: Config, rule: Rule, event: Event) -> list[Rendered]:
                 Rendered(rule.name, step.action, plugin, None, mask_text(config, exc))
             )
             continue
-        rendered.append(Rendered(rule.name, step.action, plugin, settings))
+        rendered.append(
+            Rendered(rule.name, step.action, plugin, settings, compiled=step.compiled)
+        )
     return rendered
 
 
@@ -145,14 +148,6 @@ def rendered_lines(config: Config, item: Rendered) -> list[str]:
         else:
             lines.append(f"    {key}: {value}")
     return lines
-
-
-def resolve_paths(config: Config, plugin: Any, settings: dict[str, Any]) -> None:
-    """Make `path` settings absolute from the config file's folder, as dispatch."""
-    base = os.path.dirname(os.path.abspath(config.file))
-    for key, setting in plugin.settings.items():
-        if setting.kind == "path" and settings.get(key):
-            settings[key] = os.path.join(base, settings[key])
 
 
 # -- the office's `tests:` ------------------------------------------------------
@@ -328,8 +323,8 @@ def _test_one(config: Config, path: str, runtime: Any) -> bool:
 def _send(config: Config, runtime: Any, item: Rendered, event: Event) -> bool:
     plugin = runtime.plugins[item.action]
     settings = dict(item.settings or {})
-    resolve_paths(config, plugin, settings)
     try:
+        resolve_paths(runtime.base_dir, plugin.settings, item.compiled, settings)
         plugin.deliver(settings, event)
     except PermanentError as exc:
         print(f"    sent: FAILED, for good: {mask_text(config, exc)}")

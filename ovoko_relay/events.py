@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+# Deeper than any real event; far from what would exhaust Python's stack.
+MAX_DEPTH = 32
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class EnvelopeError(ValueError):
@@ -20,16 +25,21 @@ class EnvelopeError(ValueError):
 
 @dataclass(frozen=True)
 class Event:
-    """One Ovoko event as received: the envelope fields and the raw body."""
+    """One Ovoko event as received: the envelope fields and the raw body.
+
+    ``body`` is the JSON text exactly as Ovoko sent it ("" for an event built
+    from a mapping, as in the office's tests).
+    """
 
     event_id: str
     event_type: str
     timestamp: str
     data: dict[str, Any]
     envelope: dict[str, Any]
+    body: str = ""
 
     @classmethod
-    def from_envelope(cls, envelope: dict[str, Any]) -> Event:
+    def from_envelope(cls, envelope: dict[str, Any], body: str = "") -> Event:
         """Build an event from an already-validated envelope."""
         return cls(
             event_id=envelope["event_id"],
@@ -37,6 +47,7 @@ class Event:
             timestamp=envelope["timestamp"],
             data=envelope["event_data"],
             envelope=envelope,
+            body=body,
         )
 
 
@@ -51,13 +62,28 @@ def parse_body(body: bytes) -> Event:
             f"The request body is not valid UTF-8 (byte {exc.start}).",
         ) from None
     try:
-        envelope = json.loads(text)
+        envelope = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise EnvelopeError(
             400,
             "Body is not JSON",
             f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}.",
+        ) from None
+    except RecursionError:
+        raise EnvelopeError(
+            400,
+            "Body is not JSON the relay can read",
+            f"The request body nests arrays or objects deeper than {MAX_DEPTH} levels.",
+        ) from None
+    except ValueError as exc:
+        reason = str(exc)
+        if "digits" in reason:  # Python's limit on the length of an integer
+            reason = "a number in it has thousands of digits"
+        raise EnvelopeError(
+            400,
+            "Body is not JSON the relay can read",
+            f"The request body is not JSON the relay can read: {reason}.",
         ) from None
     if not isinstance(envelope, dict):
         raise EnvelopeError(
@@ -66,7 +92,7 @@ def parse_body(body: bytes) -> Event:
             f"The request body must be a JSON object, not {_json_kind(envelope)}.",
         )
     check_envelope(envelope)
-    return Event.from_envelope(envelope)
+    return Event.from_envelope(envelope, text)
 
 
 def check_envelope(envelope: dict[str, Any]) -> None:
@@ -78,6 +104,10 @@ def check_envelope(envelope: dict[str, Any]) -> None:
         if not isinstance(value, str) or not value.strip():
             raise _field_error(
                 field, f"must be a non-empty string, got {_json_kind(value)}"
+            )
+        if not _is_plain_text(value):
+            raise _field_error(
+                field, "must be printable Unicode text, without control characters"
             )
 
     if "timestamp" not in envelope:
@@ -96,6 +126,34 @@ def check_envelope(envelope: dict[str, Any]) -> None:
             "event_data",
             f"must be a JSON object, got {_json_kind(envelope['event_data'])}",
         )
+    if _depth(envelope["event_data"]) > MAX_DEPTH:
+        raise _field_error(
+            "event_data", f"must not nest deeper than {MAX_DEPTH} levels"
+        )
+
+
+def _is_plain_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as \ud800 in JSON
+        return False
+    return not _CONTROL.search(value)
+
+
+def _depth(value: Any) -> int:
+    """Return how deeply objects and arrays nest in ``value``, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def is_iso8601_with_offset(value: Any) -> bool:

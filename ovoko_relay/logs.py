@@ -25,6 +25,18 @@ _PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
 _secrets: tuple[str, ...] = ()
 
 
+_PLAIN_VALUE = re.compile(r"[\w.:@/+\-]+")
+
+
+def quoted(value: object) -> str:
+    """Return a logfmt value: as it is when plain, else quoted, so no text from
+    an event can add a field or a line to the log."""
+    text = str(value)
+    if _PLAIN_VALUE.fullmatch(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 def plural(count: int, noun: str) -> str:
     """Return `1 rule`, `2 rules`: a count with its noun."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from . import plugins as plugin_registry
+from .dispatch import find_step
 from .errors import NotFoundError
+from .rules import Rule
 from .store import Delivery, Store
 
 ERROR_WIDTH = 70
@@ -84,8 +86,13 @@ def require_event(store: Store, event_id: str) -> None:
     )
 
 
-def replay_event(store: Store, event_id: str, out: TextIO) -> None:
-    """Queue every delivery of one event again and say how many."""
+def replay_event(
+    store: Store, event_id: str, out: TextIO, rules: Sequence[Rule] | None = None
+) -> None:
+    """Queue every delivery of one event again and say how many.
+
+    Given the current ``rules``, also name the deliveries they no longer run.
+    """
     require_event(store, event_id)
     result = store.replay_event(event_id)
     if result.rematched:
@@ -110,6 +117,58 @@ def replay_event(store: Store, event_id: str, out: TextIO) -> None:
             f"{'it is' if result.running == 1 else 'they are'}.",
             file=out,
         )
+    if rules is not None:
+        _warn_stale(store, event_id, rules, out)
+
+
+def _warn_stale(
+    store: Store, event_id: str, rules: Sequence[Rule], out: TextIO
+) -> None:
+    by_name = {rule.name: rule for rule in rules}
+    stale = [
+        d
+        for d in store.deliveries(event_id=event_id)
+        if find_step(by_name.get(d.rule), d.step, d.action) is None
+    ]
+    if not stale:
+        return
+    names = ", ".join(f"`{d.rule}` → {d.action}" for d in reversed(stale))
+    print(
+        f"Warning: {_count(len(stale), 'delivery', 'deliveries')} of event "
+        f"{event_id} ({names}) will fail again: {'its' if len(stale) == 1 else 'their'}"
+        " rule or action is no longer in the current config. To run the current "
+        f"rules on this event instead, use `ovoko-relay replay --rematch {event_id}`.",
+        file=out,
+    )
+
+
+def rematch_event(store: Store, event_id: str, out: TextIO) -> None:
+    """Hand one event to the current rules again and say what was kept."""
+    require_event(store, event_id)
+    result = store.rematch_event(event_id)
+    lines = [
+        f"Event {event_id} will be matched against the current rules again, and "
+        "each action they choose is delivered. "
+        + PICKUP.replace("sends them", "does this")
+    ]
+    if result.removed:
+        lines.append(
+            f"Removed {_count(result.removed, 'delivery', 'deliveries')} that had "
+            "not succeeded (pending or dead), with "
+            f"{'its' if result.removed == 1 else 'their'} attempt history."
+        )
+    if result.done:
+        lines.append(
+            f"Kept {_count(result.done, 'done delivery', 'done deliveries')}: "
+            "a rule and step that already delivered this event do not send it again."
+        )
+    if result.running:
+        lines.append(
+            f"{_count(result.running, 'delivery', 'deliveries')} "
+            f"{'is' if result.running == 1 else 'are'} being attempted right now "
+            f"and left as {'it is' if result.running == 1 else 'they are'}."
+        )
+    print("\n".join(lines), file=out)
 
 
 def replay_dead(store: Store, out: TextIO) -> None:

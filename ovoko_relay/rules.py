@@ -20,6 +20,7 @@ from .conditions import (
     resolve,
 )
 from .events import Event
+from .logs import quoted
 from .yamlsource import Mark
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def matching_rules(rules: Sequence[Rule], event: Event) -> list[Rule]:
             assert verdict.outcome is not None
             log.warning(
                 "event_id=%s rule=%r outcome=missing_field reason=%r",
-                event.event_id,
+                quoted(event.event_id),
                 verdict.rule.name,
                 verdict.outcome.reason,
             )

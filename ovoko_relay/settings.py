@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import plugins as plugin_registry
+from .errors import PermanentError
 from .plugins.base import Setting
 from .reader import FALSE, TRUE, Reader, suggest
 from .templates import compile_value
@@ -16,6 +20,48 @@ if TYPE_CHECKING:
 
 STEP_KEYS = ("action", "retry", "timeout")
 TEMPLATED_KINDS = ("text", "path", "list", "mapping", "any")
+
+
+def resolve_paths(
+    base_dir: str,
+    declared: Mapping[str, Setting],
+    compiled: Mapping[str, Any],
+    settings: dict[str, Any],
+) -> None:
+    """Make rendered `path` settings absolute from the config file's folder.
+
+    Raise PermanentError when event data moved a path out of the folder the
+    config names (a part id of `../../x`): `..` may only come from the config.
+    """
+    for key, setting in declared.items():
+        rendered = settings.get(key)
+        if setting.kind != "path" or not rendered:
+            continue
+        written = str(getattr(compiled.get(key), "source", compiled.get(key)))
+        ups = Path(rendered).parts.count("..")
+        if ups > Path(written).parts.count("..") or (
+            os.path.isabs(rendered) and not os.path.isabs(written)
+        ):
+            raise PermanentError(
+                f"setting `{key}`: the path `{rendered}` made from the event's data "
+                "leaves the folder the config names"
+            )
+        settings[key] = os.path.join(base_dir, rendered)
+
+
+def secret_parts(value: str) -> list[str]:
+    """Return the parts of a secret URL that a server may echo on their own.
+
+    A webhook URL's secret is mostly its path (and query): a receiver's error
+    page that quotes the path alone must not show it either.
+    """
+    parts = urlsplit(value)
+    if not (parts.scheme and parts.netloc):
+        return []
+    found = [p for p in (parts.path.strip("/"), parts.query) if len(p) >= 8]
+    if parts.password:
+        found.append(parts.password)
+    return found
 
 
 class SettingsReader(Reader):
@@ -31,6 +77,7 @@ class SettingsReader(Reader):
         """Mask every text inside a secret setting, list items included."""
         if isinstance(value, Text) and not value.null:
             self.secrets.add(str(value))
+            self.secrets.update(secret_parts(str(value)))
         elif isinstance(value, list):
             for item in value:
                 self.collect_secret_values(item)

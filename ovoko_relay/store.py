@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS health (
 );
 """
 
+# How long a caller waits beyond write_timeout for a commit already under way.
+COMMIT_BOUND_SECONDS = 10.0
+
 INSERT_EVENTS = (
     "INSERT OR IGNORE INTO events"
     " (event_id, event_type, event_time, received_at, body)"
@@ -113,7 +116,7 @@ class _Job:
     the writer inserts all the event rows of a batch in one statement.
     """
 
-    __slots__ = ("fn", "row", "done", "result", "error")
+    __slots__ = ("fn", "row", "done", "result", "error", "state")
 
     def __init__(
         self,
@@ -128,6 +131,9 @@ class _Job:
         self.done.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
+        # queued -> taken (by the writer) or cancelled (by a caller that gave
+        # up waiting): a write that timed out is never committed later.
+        self.state = "queued"
 
 
 def connect(path: str, timeout: float = 2.0) -> sqlite3.Connection:
@@ -149,6 +155,7 @@ class Store:
         self.path = path
         self.write_timeout = write_timeout
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._states = threading.Lock()
         self._local = threading.local()
 
         directory = os.path.dirname(os.path.abspath(path))
@@ -176,9 +183,15 @@ class Store:
     def _submit(self, job: _Job) -> Any:
         self._jobs.put(job)
         if not job.done.acquire(timeout=self.write_timeout):
-            raise StoreError(
-                f"the database did not commit within {self.write_timeout:g}s"
-            )
+            with self._states:
+                cancelled = job.state == "queued"
+                job.state = "cancelled" if cancelled else job.state
+            # Once taken, the commit under way decides; SQLite's busy timeout
+            # bounds it.
+            if cancelled or not job.done.acquire(timeout=COMMIT_BOUND_SECONDS):
+                raise StoreError(
+                    f"the database did not commit within {self.write_timeout:g}s"
+                )
         if job.error is not None:
             raise StoreError(f"the database refused the write: {job.error}") from (
                 job.error
@@ -201,7 +214,12 @@ class Store:
                     self._jobs.put(None)
                     break
                 batch.append(job)
-            self._commit_batch(conn, batch)
+            with self._states:
+                batch = [job for job in batch if job.state == "queued"]
+                for job in batch:
+                    job.state = "taken"
+            if batch:
+                self._commit_batch(conn, batch)
         conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
@@ -213,7 +231,7 @@ class Store:
                 # paid for on the rare batch in which some job fails.
                 conn.execute("ROLLBACK")
                 self._run_batch(conn, batch, isolate=True)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 — the writer must outlive any batch
             log.error("store outcome=commit_failed error=%r", str(exc))
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -227,22 +245,27 @@ class Store:
         self, conn: sqlite3.Connection, batch: list[_Job], isolate: bool
     ) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        inserts = [job for job in batch if job.row is not None]
-        if inserts:
-            _insert_events(conn, inserts)
+        if not isolate:
+            try:
+                inserts = [job for job in batch if job.row is not None]
+                if inserts:
+                    _insert_events(conn, inserts)
+                for job in batch:
+                    if job.fn is not None:
+                        job.result = job.fn(conn)
+            except Exception as exc:  # noqa: BLE001 — retried in isolation
+                raise _JobFailed from exc
+            conn.execute("COMMIT")
+            return
+
         for job in batch:
-            if job.fn is None:
-                continue
             job.error = None
-            if not isolate:
-                try:
-                    job.result = job.fn(conn)
-                except Exception as exc:  # noqa: BLE001 — retried in isolation
-                    raise _JobFailed from exc
-                continue
             conn.execute("SAVEPOINT job")
             try:
-                job.result = job.fn(conn)
+                if job.fn is not None:
+                    job.result = job.fn(conn)
+                else:
+                    _insert_events(conn, [job])
                 conn.execute("RELEASE job")
             except Exception as exc:  # noqa: BLE001 — reported to its caller
                 conn.execute("ROLLBACK TO job")
@@ -517,6 +540,41 @@ class Store:
 
         return self.write(replay)
 
+    def rematch_event(self, event_id: str) -> Rematch:
+        """Hand an event to the current rules again, keeping what already went.
+
+        Its deliveries that are neither done nor being attempted are removed
+        with their attempts (a new delivery may take a removed one's id); the
+        dispatcher then records the current rules' deliveries, and a done one
+        for the same rule and step stays as it is.
+        """
+
+        def rematch(conn: sqlite3.Connection) -> Rematch:
+            conn.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+                " WHERE event_id = ? AND status NOT IN ('done', 'claimed'))",
+                (event_id,),
+            )
+            removed = conn.execute(
+                "DELETE FROM deliveries WHERE event_id = ?"
+                " AND status NOT IN ('done', 'claimed')",
+                (event_id,),
+            ).rowcount
+            counts = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM deliveries WHERE event_id = ?"
+                    " GROUP BY status",
+                    (event_id,),
+                ).fetchall()
+            )
+            conn.execute(
+                "UPDATE events SET processed_at = NULL WHERE event_id = ?",
+                (event_id,),
+            )
+            return Rematch(removed, counts.get("done", 0), counts.get("claimed", 0))
+
+        return self.write(rematch)
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -525,6 +583,15 @@ class Replay:
     queued: int
     running: int
     rematched: bool
+
+
+@dataclass(frozen=True)
+class Rematch:
+    """What handing one event to the current rules again removed and kept."""
+
+    removed: int
+    done: int
+    running: int
 
 
 def _delivery_filter(
@@ -558,4 +625,4 @@ def _insert_events(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
 
 
 def _event(body: str) -> Event:
-    return Event.from_envelope(json.loads(body))
+    return Event.from_envelope(json.loads(body), body)

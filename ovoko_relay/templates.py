@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jinja2
 from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import Problem, TemplateError
@@ -169,11 +170,37 @@ FILTERS = {
     "number": format_number,
     "money": format_money,
 }
+# Far beyond any message, far below what would exhaust the server's memory.
+MAX_LENGTH = 1_000_000
+MAX_POWER = 1000
 _ZONE_ARGUMENT = {"datetime": 1, "date": 1, "time": 1}
 
 
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, where `*` and `**` cannot build a result of gigabytes."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER:
+            raise SecurityError(f"an exponent above {MAX_POWER} is not allowed")
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sized, (str, list, tuple))
+                    and isinstance(count, int)
+                    and len(sized) * count > MAX_LENGTH
+                ):
+                    raise SecurityError(
+                        f"a text or list longer than {MAX_LENGTH} is not allowed"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+
 def _make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _BoundedEnvironment(
         undefined=_NamedUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -225,12 +252,13 @@ def is_template(source: str) -> bool:
 
 def compile_template(source: str, where: str, problems: list[Problem]) -> Template:
     """Compile ``source``, adding a located problem if its syntax is wrong."""
-    if not is_template(source):
+    jinja_source = getattr(source, "template_source", source)
+    if not is_template(jinja_source):
         return Template(source, where, None)
     mark = mark_of(source, Mark("<config>", 1, 1))
     block = getattr(source, "block", False)
     try:
-        tree = ENVIRONMENT.parse(source)
+        tree = ENVIRONMENT.parse(jinja_source)
         compiled = ENVIRONMENT.from_string(tree)
     except jinja2.TemplateSyntaxError as exc:
         line = mark.line + (exc.lineno or 1) - (0 if block else 1)

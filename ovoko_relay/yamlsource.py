@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +21,9 @@ SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _UNQUOTED_TEMPLATE = re.compile(r"(?:^|:|-)\s+\{[{%]")
+# Far more than any config holds; a few aliases of aliases can reach billions.
+MAX_VALUES = 100_000
+_JINJA_CHARS = re.compile(r"[{}%#]")
 _NULLS = {"", "~", "null", "Null", "NULL"}
 
 
@@ -55,6 +59,7 @@ class Text(str):
     null: bool
     secret: bool
     env_values: tuple[str, ...]
+    template_source: str
     block: bool
 
     def __new__(
@@ -72,13 +77,19 @@ class Text(str):
         text.secret = secret
         text.block = block
         text.env_values = env_values
+        text.template_source = value
         return text
 
 
 class Map(dict[str, Any]):
-    """A YAML mapping whose keys are Text, so each key knows its line."""
+    """A YAML mapping whose keys are Text, so each key knows its line.
+
+    The top mapping of a file also carries ``secret_values``: the values of
+    secret-named environment variables the file used, to mask in messages.
+    """
 
     mark: Mark
+    secret_values: frozenset[str] = frozenset()
 
     def key_mark(self, key: str) -> Mark:
         """Return where ``key`` is written, or where the mapping starts."""
@@ -135,11 +146,28 @@ def load_text(text: str, file: str, environ: Mapping[str, str]) -> Any:
         raise ConfigError(problems)
 
     if root is None:
-        return Map()
+        empty = Map()
+        empty.mark = Mark(file, 1, 1)
+        return empty
     builder = _Builder(file, environ)
-    value = builder.build(root)
+    try:
+        value = builder.build(root)
+    except _TooLarge:
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    f"the file expands to more than {MAX_VALUES} values, through "
+                    "YAML aliases (*name); write the values out instead",
+                )
+            ]
+        ) from None
     if builder.problems:
         raise ConfigError(builder.problems)
+    if isinstance(value, Map):
+        value.secret_values = frozenset(builder.secret_values)
     return value
 
 
@@ -191,6 +219,10 @@ def _hint(exc: yaml.MarkedYAMLError, text: str) -> str:
     return ""
 
 
+class _TooLarge(Exception):
+    """The document expands to more values than any config needs."""
+
+
 class _Builder:
     """Turn composed YAML nodes into Map/Seq/Text, collecting problems."""
 
@@ -198,11 +230,16 @@ class _Builder:
         self.file = file
         self.environ = environ
         self.problems: list[Problem] = []
+        self.built = 0
+        self.secret_values: set[str] = set()
 
     def mark(self, node: Node) -> Mark:
         return Mark(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
     def build(self, node: Node) -> Any:
+        self.built += 1
+        if self.built > MAX_VALUES:
+            raise _TooLarge
         if isinstance(node, MappingNode):
             return self.build_map(node)
         if isinstance(node, SequenceNode):
@@ -248,29 +285,55 @@ class _Builder:
         if not quoted and node.value in _NULLS:
             return Text("", mark, null=True)
         used: list[str] = []
-        value = self.interpolate(node.value, mark, used)
+        value, template_source = self.interpolate(node.value, mark, used)
         block = node.style in ("|", ">")
-        return Text(value, mark, secret=bool(used), block=block, env_values=tuple(used))
+        text = Text(value, mark, secret=bool(used), block=block, env_values=tuple(used))
+        text.template_source = template_source
+        return text
 
-    def interpolate(self, value: str, mark: Mark, used: list[str]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            name, default = match.group(1), match.group(2)
-            if name in self.environ and self.environ[name] != "":
-                if SECRET_NAME.search(name):
-                    used.append(self.environ[name])
-                return self.environ[name]
-            if default is not None:
-                return default
-            self.problems.append(
-                mark.problem(
-                    f"environment variable `{name}` is not set; set it, or give a "
-                    f"default with ${{{name}:-default}}"
-                )
-            )
-            return ""
+    def interpolate(self, value: str, mark: Mark, used: list[str]) -> tuple[str, str]:
+        """Return the value, and its source for Jinja with env values as literals.
 
+        A password with {{ or {% in it must reach the plugin as it is, not be
+        read as a template: in the Jinja source, such a value is a string
+        literal.
+        """
         if "$" not in value:
-            return value
-        return _ENV_REF.sub(replace, value)
+            return value, value
+        text, source, position = [], [], 0
+        for match in _ENV_REF.finditer(value):
+            written = value[position : match.start()]
+            text.append(written)
+            source.append(written)
+            position = match.end()
+            found, literal = self.resolve(match, mark, used)
+            text.append(found)
+            source.append(literal)
+        text.append(value[position:])
+        source.append(value[position:])
+        return "".join(text), "".join(source)
+
+    def resolve(
+        self, match: re.Match[str], mark: Mark, used: list[str]
+    ) -> tuple[str, str]:
+        """Return what one ${NAME} stands for, and how to write it in Jinja."""
+        if match.group(0) == "$$":
+            return "$", "$"
+        name, default = match.group(1), match.group(2)
+        if name in self.environ and self.environ[name] != "":
+            found = self.environ[name]
+            if SECRET_NAME.search(name):
+                used.append(found)
+                self.secret_values.add(found)
+            if _JINJA_CHARS.search(found):
+                return found, "{{ " + json.dumps(found) + " }}"
+            return found, found
+        if default is not None:
+            return default, default
+        self.problems.append(
+            mark.problem(
+                f"environment variable `{name}` is not set; set it, or give a "
+                f"default with ${{{name}:-default}}"
+            )
+        )
+        return "", ""

@@ -233,6 +233,41 @@ def test_a_replay_while_the_relay_is_stopped_goes_at_its_next_start(
     wait_until(lambda: receiver.ids("/strict") == ["evt-reserved-0005"], timeout=5)
 
 
+def test_rematch_runs_the_current_rules_and_keeps_what_was_delivered(
+    receiver: Receiver, write_config: Any, start_relay: Any, tmp_path: Path
+) -> None:
+    text = config_text(receiver, tmp_path)
+    config = write_config(text)
+    receiver.default["/strict"] = 400
+    relay = start_relay(config)
+    relay.post(event(3, "reserved")).raise_for_status()
+    relay.wait_for_log(r"action=strict .*outcome=dead")
+    relay.wait_for_log(r"action=forward .*outcome=done")
+    assert relay.stop() == 0
+
+    write_config(text.replace("name: Strict target", "name: Strict partner"))
+    receiver.default["/strict"] = 200
+    result = cli(config, "replay", "--rematch", "evt-reserved-0003")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Event evt-reserved-0003 will be matched against the current rules again, "
+        "and each action they choose is delivered. The running relay does this "
+        "within about a second; if it is not running, they go when it next starts.",
+        "Removed 1 delivery that had not succeeded (pending or dead), with its "
+        "attempt history.",
+        "Kept 1 done delivery: a rule and step that already delivered this event "
+        "do not send it again.",
+    ]
+
+    relay = start_relay(config)
+    relay.wait_for_log(r"rule='Strict partner' action=strict .*outcome=done")
+    assert receiver.ids("/strict") == ["evt-reserved-0003"]
+    assert receiver.ids("/hook") == ["evt-reserved-0003"]  # done, so not sent again
+    listing = cli(config, "deliveries", "--event", "evt-reserved-0003").stdout
+    assert "Strict partner" in listing
+    assert "Strict target" not in listing
+
+
 def test_replay_of_an_unknown_event_is_a_clear_error(
     receiver: Receiver, write_config: Any, start_relay: Any, tmp_path: Path
 ) -> None:

@@ -17,11 +17,13 @@ from conftest import sample, wait_until
 from ovoko_relay import calls
 from ovoko_relay import config as config_module
 from ovoko_relay.config import RetryPolicy
-from ovoko_relay.dispatch import Dispatcher, Runtime, backoff
+from ovoko_relay.dispatch import Dispatcher, Runtime, backoff, find_step
 from ovoko_relay.errors import ConfigError, PermanentError, RetryableError
 from ovoko_relay.events import Event
 from ovoko_relay.plugins import Plugin, Setting
+from ovoko_relay.rules import Rule, Step
 from ovoko_relay.store import Store
+from ovoko_relay.yamlsource import Mark
 
 CONFIG = """\
 auth: {tokens: [a-test-token]}
@@ -331,3 +333,88 @@ def test_stop_returns_claimed_but_unstarted_deliveries_to_pending(
     assert store.count_deliveries("claimed") == 1
     assert store.count_deliveries("pending") == 3
     release.set()
+
+
+# -- which step a stored delivery runs ----------------------------------------
+
+
+def rule_of(*actions: str) -> Rule:
+    mark = Mark("config.yaml", 1, 1)
+    steps = [Step(action, {"n": n}, mark) for n, action in enumerate(actions)]
+    return Rule("Part sold", when=None, steps=steps, mark=mark)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("actions", "index", "action", "expected"),
+    [
+        (["forward"], 0, "forward", 0),
+        (["note", "forward"], 0, "forward", 1),  # a step was put in front of it
+        (["forward", "note", "forward"], 2, "forward", 2),  # its own index still fits
+        (
+            ["note", "forward", "forward"],
+            0,
+            "forward",
+            1,
+        ),  # else the first that runs it
+        (["forward"], 3, "forward", 0),  # steps were removed above it
+        (["note"], 0, "forward", None),  # the rule no longer runs the action
+        ([], 0, "forward", None),
+    ],
+)
+def test_a_delivery_runs_the_step_with_its_stored_action(
+    actions: list[str], index: int, action: str, expected: int | None
+) -> None:
+    rule = rule_of(*actions)
+
+    step = find_step(rule, index, action)
+
+    assert (None if step is None else step.overrides["n"]) == expected
+
+
+def test_a_delivery_whose_rule_is_gone_has_no_step() -> None:
+    assert find_step(None, 0, "forward") is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "step", "action", "outcome", "error"),
+    [
+        ("Part sold", 4, "note", "done", None),
+        (
+            "Part sold",
+            0,
+            "forward",
+            "dead",
+            "rule `Part sold` no longer has a step with action `forward`: it was "
+            "changed or removed after event e1 arrived; to run the current rules on "
+            "this event, use `ovoko-relay replay --rematch e1`",
+        ),
+        (
+            "Sold parts",
+            0,
+            "note",
+            "dead",
+            "rule `Sold parts` is no longer in the config: it was changed or removed "
+            "after event e1 arrived; to run the current rules on this event, use "
+            "`ovoko-relay replay --rematch e1`",
+        ),
+    ],
+)
+def test_a_stored_delivery_is_matched_to_the_current_rules_by_its_action(
+    relay: tuple[Store, Runtime],
+    rule: str,
+    step: int,
+    action: str,
+    outcome: str,
+    error: str | None,
+) -> None:
+    store, runtime = relay
+    plugin = Scripted([], timeout=1.0)
+    dispatcher = Dispatcher(store, lambda: with_plugin(runtime, plugin))
+    queue_event(store, "e1")
+    store.record_deliveries([("e1", [(rule, step, action, "log")])])
+    [delivery] = store.claim_due(1)
+
+    assert dispatcher.attempt(delivery) == outcome
+    [attempt] = store.attempts(delivery.id)
+    assert attempt["error"] == error
+    assert len(plugin.calls) == (1 if outcome == "done" else 0)

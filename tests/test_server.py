@@ -28,7 +28,7 @@ storage: {{path: ./data/relay.sqlite3}}
 actions:
   {action}:
     plugin: spreadsheet
-    path: ./{action}.csv
+    path: ./{sheet}.csv
 rules:
   - name: Every event
     when: {{event_type: part.status.changed}}
@@ -36,8 +36,10 @@ rules:
       - action: {action}
         columns: {{Event: "{{{{ event.event_id }}}}"}}
 """
-OLD = SHEET_CONFIG.format(action="sheet-a")
-NEW = SHEET_CONFIG.format(action="sheet-b")
+OLD = SHEET_CONFIG.format(action="sheet-a", sheet="sheet-a")
+# The same action writing elsewhere: deliveries chosen before a reload run
+# with the settings of the config in force when they are attempted.
+NEW = SHEET_CONFIG.format(action="sheet-a", sheet="sheet-b")
 
 
 def event(n: int) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def test_invalid_config_on_sighup_keeps_the_old_one_and_says_so(
     assert relay.post(event(1)).status_code == 200
     wait_until(lambda: rows(tmp_path / "sheet-a.csv"))
 
-    broken = NEW.replace("- action: sheet-b", "- action: sheet-c")
+    broken = NEW.replace("- action: sheet-a", "- action: sheet-c")
     replace_config(path, broken, "rename")
     before = time.time()
     relay.signal(signal.SIGHUP)

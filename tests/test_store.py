@@ -169,6 +169,40 @@ def test_replaying_an_event_without_deliveries_runs_the_rules_again(
     assert [e.event_id for e in store.unprocessed_events()] == ["e1"]
 
 
+def test_rematching_an_event_keeps_its_done_and_running_deliveries_only(
+    store: Store,
+) -> None:
+    queue(store, "e1", steps=4)
+    queue(store, "e2")
+    done, dead, running, pending, other = store.claim_due(5)
+    store.finish_attempt(done, time.time(), "done", None)
+    store.finish_attempt(dead, time.time(), "dead", "400")
+    store.release([pending.id])
+
+    result = store.rematch_event("e1")
+
+    assert (result.removed, result.done, result.running) == (2, 1, 1)
+    assert store.attempts(dead.id) == []  # a new delivery may take its id
+    assert {d.id: d.status for d in store.deliveries()} == {
+        done.id: "done",
+        running.id: "claimed",
+        other.id: "claimed",
+    }
+    assert [e.event_id for e in store.unprocessed_events()] == ["e1"]
+
+    # The current rules run step 0 again and a renamed rule: step 0 stays done.
+    rows = [("Part sold", 0, "action-0", "log"), ("Renamed", 0, "action-0", "log")]
+    store.record_deliveries([("e1", rows)])
+
+    assert store.unprocessed_events() == []
+    kept = store.deliveries(event_id="e1")
+    assert sorted((d.rule, d.step, d.status) for d in kept) == [
+        ("Part sold", 0, "done"),
+        ("Part sold", 2, "claimed"),
+        ("Renamed", 0, "pending"),
+    ]
+
+
 def test_replay_dead_touches_only_dead_deliveries(store: Store) -> None:
     for number in range(3):
         queue(store, f"e{number}")

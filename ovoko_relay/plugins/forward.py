@@ -68,7 +68,10 @@ def request_body(
     if text in (None, "", [], {}):
         if method in _BODYLESS:
             return None, ""
-        text = json.dumps(event.envelope, ensure_ascii=False, separators=(",", ":"))
+        # The event as Ovoko sent it, byte for byte when the relay has it.
+        text = event.body or json.dumps(
+            event.envelope, ensure_ascii=False, separators=(",", ":")
+        )
         return text.encode("utf-8"), "application/json"
     if not isinstance(text, str):
         text = json.dumps(text, ensure_ascii=False)
