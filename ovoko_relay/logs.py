@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from typing import TextIO
 
 MASK = "***"
+# How long the log writer lets lines gather before one write takes them all.
+GATHER_SECONDS = 0.01
 
 # Passwords inside URLs (smtp://user:pw@host) and Slack/Discord-style webhook
 # paths are secrets even when the config did not mark them as such.
@@ -119,13 +125,100 @@ class JsonFormatter(_MaskingFormatter):
         return json.dumps(data, ensure_ascii=False)
 
 
-def configure(level: str = "INFO", fmt: str = "logfmt") -> None:
-    """Send every log record to stderr in the chosen format and level."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+# A record to write, or an event to set once what came before it is written.
+_Item = logging.LogRecord | threading.Event
+
+
+class _WriterHandler(logging.Handler):
+    """Hand records to one writer thread, which formats and writes them.
+
+    PERF: a request thread only queues its record; the writer joins the lines
+    that arrive together into one write, so threads never queue for stderr.
+    """
+
+    def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(formatter)
+        self.records: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._write, name="log", daemon=True)
+        self.thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.message = record.getMessage()  # its arguments may change later
+        record.msg, record.args = record.message, None
+        self.records.put(record)
+
+    def flush(self) -> None:
+        """Return once every line queued so far is written."""
+        if self.thread.is_alive():
+            written = threading.Event()
+            self.records.put(written)
+            written.wait(timeout=5)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self.records.put(None)
+        self.thread.join(timeout=5)
+        super().close()
+
+    def _write(self) -> None:
+        while (record := self.records.get()) is not None:
+            if not isinstance(record, threading.Event):
+                time.sleep(GATHER_SECONDS)
+            batch: list[_Item] = [record]
+            while len(batch) < 256:
+                try:
+                    more = self.records.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.records.put(None)
+                    break
+                batch.append(more)
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Item]) -> None:
+        lines, waiting = [], []
+        for item in batch:
+            if isinstance(item, threading.Event):
+                waiting.append(item)
+                continue
+            try:
+                lines.append(self.format(item) + "\n")
+            except Exception:  # noqa: BLE001 — one bad record must not stop logs
+                self.handleError(item)
+        try:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr is gone (the journal restarted): nothing to tell
+        for event in waiting:
+            event.set()
+
+
+def configure(
+    level: str = "INFO", fmt: str = "logfmt", stream: TextIO | None = None
+) -> None:
+    """Send every log record to stderr (or ``stream``) in the chosen format."""
+    handler = _WriterHandler(
+        stream or sys.stderr,
+        JsonFormatter() if fmt == "json" else LogfmtFormatter(),
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def flush() -> None:
+    """Write every queued log line (at exit)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _WriterHandler):
+            handler.close()
+
+
+atexit.register(flush)

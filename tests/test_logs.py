@@ -23,13 +23,22 @@ def captured() -> Iterator[io.StringIO]:
     saved = (root.handlers[:], root.level)
     stream = io.StringIO()
     yield stream
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()
     root.handlers[:], root.level = saved
     logs.set_secrets(())
 
 
+def written(stream: io.StringIO) -> str:
+    """Return what the log wrote, once every queued line is out."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return stream.getvalue()
+
+
 def configure(stream: io.StringIO, fmt: str, level: str = "INFO") -> None:
-    logs.configure(level, fmt)
-    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    logs.configure(level, fmt, stream)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +85,7 @@ def test_logfmt_line_shape(captured: io.StringIO) -> None:
 
     logging.getLogger("ovoko_relay.test").info("event_id=%s outcome=%s", "e1", "done")
 
-    line = captured.getvalue()
+    line = written(captured)
     assert line.endswith(
         " level=info logger=ovoko_relay.test event_id=e1 outcome=done\n"
     )
@@ -97,12 +106,12 @@ def test_json_line_has_the_message_fields(captured: io.StringIO) -> None:
             "s3cr3t-value",
         )
 
-    record = json.loads(captured.getvalue())
+    record = json.loads(written(captured))
     assert record["level"] == "error"
     assert record["event_id"] == "e1"
     assert record["rule"] == "Part sold"
     assert record["error"] == "***"
-    assert "s3cr3t-value" not in captured.getvalue()
+    assert "s3cr3t-value" not in written(captured)
     assert "ValueError: boom ***" in record["exc"]
 
 
@@ -120,7 +129,7 @@ def test_level_filters(
     log.info("outcome=info")
     log.warning("outcome=warning")
 
-    text = captured.getvalue()
+    text = written(captured)
     assert all(f"level={name}" in text for name in shown)
     assert not any(f"level={name}" in text for name in hidden)
 
