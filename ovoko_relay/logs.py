@@ -28,7 +28,7 @@ _WEBHOOK_PATH = re.compile(
 )
 _PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
 
-_secrets: tuple[str, ...] = ()
+_secrets_re: re.Pattern[str] | None = None
 
 
 _PLAIN_VALUE = re.compile(r"[\w.:@/+\-]+")
@@ -50,26 +50,38 @@ def plural(count: int, noun: str) -> str:
 
 def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret inside ``text`` with ***, longest first."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
-    return _WEBHOOK_PATH.sub(lambda m: m.group("head") + "/" + MASK, text)
+    return _mask_with(_secrets_pattern(secrets), text)
 
 
 def mask_secrets(text: str) -> str:
     """Mask the secrets known to the logging set-up (see :func:`set_secrets`)."""
-    return mask(text, _secrets)
+    return _mask_with(_secrets_re, text)
 
 
 def set_secrets(secrets: Iterable[str]) -> None:
     """Mask these values in every log record from now on."""
-    global _secrets
+    global _secrets_re
     # A secret may reach the log quoted by repr() or json.dumps(), which
     # escape some characters: mask those spellings too.
     spellings = set()
     for secret in secrets:
         spellings.update({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]})
-    _secrets = tuple(spellings)
+    _secrets_re = _secrets_pattern(spellings)
+
+
+def _secrets_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """Return one pattern matching any secret, longest first, or None."""
+    usable = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, usable))) if usable else None
+
+
+def _mask_with(pattern: re.Pattern[str] | None, text: str) -> str:
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+        text = _WEBHOOK_PATH.sub(lambda m: m.group("head") + "/" + MASK, text)
+    return text
 
 
 def fields(message: str) -> dict[str, str]:
