@@ -33,10 +33,6 @@ from .yamlsource import plain
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-# Events that follow each other closer than STREAM_SECONDS are a stream: the
-# dispatcher then waits COALESCE_SECONDS after a kick, so one pass serves many.
-STREAM_SECONDS = 0.02
-COALESCE_SECONDS = 0.005
 DISPATCH_BATCH = 200
 ERROR_CHARS = 1000
 
@@ -121,7 +117,6 @@ class Dispatcher:
         self.runtime = runtime
         self.on_attempt = on_attempt
         self._kick = threading.Event()
-        self._last_dispatch = 0.0  # time.monotonic() of the last event dispatched
         self._stopping = threading.Event()
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -203,12 +198,8 @@ class Dispatcher:
                 log.exception("dispatcher outcome=error")
                 self._stopping.wait(POLL_SECONDS)
                 continue
-            if more or not self._kick.wait(self._idle_seconds()):
-                continue
-            if time.monotonic() - self._last_dispatch < STREAM_SECONDS:
-                # PERF: let a few more events of the stream arrive, so that one
-                # dispatch and one commit serve them all.
-                self._stopping.wait(COALESCE_SECONDS)
+            if not more:
+                self._kick.wait(self._idle_seconds())
 
     def _schedule_once(self) -> bool:
         """Dispatch new events, claim due deliveries; True if more may be waiting."""
@@ -259,7 +250,6 @@ class Dispatcher:
         events = self.store.unprocessed_events(DISPATCH_BATCH)
         if not events:
             return 0
-        self._last_dispatch = time.monotonic()
         runtime = self.runtime()
         batch = [(event, self._match(runtime, event)) for event in events]
         self.store.record_deliveries([(e.event_id, rows) for e, rows in batch])
