@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import sys
 
 import falcon
@@ -23,6 +24,8 @@ class Bare:
 
 
 def main() -> None:
+    # Like the relay, keep waitress's "task queue depth" notes off the screen.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     app = falcon.App()
     app.add_route("/webhooks/ovoko", Bare())
     serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]))
