@@ -375,6 +375,8 @@ class _Compiler:
                 )
 
     def regex(self, patterns: list[str], mark: Mark) -> Check | None:
+        # TODO: Python's `re` has no time limit: a pattern with nested repeats,
+        # like (a+)+$, can hold the dispatcher for seconds on a long field.
         compiled = []
         for pattern in patterns:
             at = getattr(pattern, "mark", mark)

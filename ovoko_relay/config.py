@@ -276,7 +276,9 @@ class _Reader(TestsReader):
         d = StorageConfig()
         path = self.text(node, "path", d.path)
         if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(os.path.abspath(self.file)), path)
+            path = os.path.normpath(
+                os.path.join(os.path.dirname(os.path.abspath(self.file)), path)
+            )
         return StorageConfig(
             path=path,
             retention_days=self.integer(node, "retention_days", d.retention_days, 1),

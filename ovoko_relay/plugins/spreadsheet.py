@@ -143,6 +143,8 @@ def append_xlsx(path: str, row: Mapping[str, str], sheet: str) -> None:
             f"`sheet` {sheet!r} is not a valid sheet name: at most 31 characters, "
             "none of [ ] : * ? / \\"
         )
+    # TODO: each row loads and saves the whole workbook; past tens of thousands
+    # of rows an append takes seconds (CSV has no such cost).
     if os.path.exists(path) and os.path.getsize(path) > 0:
         try:
             workbook = openpyxl.load_workbook(path)
