@@ -20,6 +20,19 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "examples" / "events"
 TOKEN = "test-token-0123456789"
+# The smallest useful config: the token from the environment, the database in
+# ./data, and one rule logging every sold part.
+LOG_CONFIG = """\
+auth: {tokens: ["${OVOKO_TOKEN}"]}
+storage: {path: ./data/relay.sqlite3}
+actions:
+  office-log: {plugin: log}
+rules:
+  - name: Sold
+    when: {status: sold}
+    do:
+      - {action: office-log, message: "sold {{ data.part_id }}"}
+"""
 _LISTENING = re.compile(r"outcome=listening host=\S+ port=(\d+)")
 
 

@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import sample
+from conftest import LOG_CONFIG, sample
 
-CONFIG = """
-    auth:
-      tokens: ["${OVOKO_TOKEN}"]
-    storage:
-      path: ./data/relay.sqlite3
-    actions:
-      note:
-        plugin: log
-    rules:
-      - name: Part sold
-        when:
-          status: sold
-        do:
-          - action: note
-            message: "sold {{ data.part_id }}"
-"""
+CONFIG = LOG_CONFIG
 
 ENVELOPE = (
     '{{"event_id": {event_id}, "event_type": "part.status.changed",'

@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import LOG_CONFIG
 
 from ovoko_relay.notify import notify
 
-CONFIG = """\
-auth: {tokens: ["${OVOKO_TOKEN}"]}
-storage: {path: ./data/relay.sqlite3}
-actions:
-  office-log: {plugin: log}
-rules:
-  - name: Sold
-    when: {status: sold}
-    do:
-      - {action: office-log, message: "sold {{ data.part_id }}"}
-"""
+CONFIG = LOG_CONFIG
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sample
+from conftest import LOG_CONFIG, ROOT, sample
 
 from ovoko_relay.config import DeliveryConfig
 from ovoko_relay.server import DRAIN_REQUESTS_SECONDS
@@ -20,17 +20,7 @@ UNIT = ROOT / "contrib" / "systemd" / "ovoko-relay.service"
 INSTALLED = "/opt/ovoko-relay/venv/bin/ovoko-relay"
 CONFIG = "/etc/ovoko-relay/config.yaml"
 
-GOOD = """\
-auth: {tokens: ["${OVOKO_TOKEN}"]}
-storage: {path: ./data/relay.sqlite3}
-actions:
-  office-log: {plugin: log}
-rules:
-  - name: Sold
-    when: {status: sold}
-    do:
-      - {action: office-log, message: "sold {{ data.part_id }}"}
-"""
+GOOD = LOG_CONFIG
 
 
 def directives() -> list[tuple[str, str]]:
