@@ -124,6 +124,13 @@ def test_starttls_with_an_untrusted_certificate_is_permanent(certificate):
         assert mailbox.messages == []
 
 
+def test_tls_to_a_plain_text_server_is_permanent_and_names_the_port(smtp):
+    with pytest.raises(PermanentError, match="does not speak TLS on that port"):
+        deliver(settings_for(smtp, security="tls"))
+
+    assert smtp.messages == []
+
+
 def test_starttls_not_offered_is_permanent_and_sends_nothing(smtp):
     with pytest.raises(PermanentError, match="does not offer STARTTLS") as caught:
         deliver(settings_for(smtp, security="starttls"))

@@ -91,6 +91,14 @@ class EmailPlugin(Plugin):
                 "SSL_CERT_FILE at that CA's certificate"
             ) from None
         except ssl.SSLError as exc:
+            if exc.reason == "WRONG_VERSION_NUMBER":
+                # The server spoke plain text where TLS was expected: a config
+                # mistake that no retry mends.
+                raise PermanentError(
+                    f"{where} does not speak TLS on that port; with `security: "
+                    f"{security}`, check `smtp_port` (587 for starttls, 465 for "
+                    "tls) or choose the other `security`"
+                ) from None
             raise RetryableError(f"TLS with {where} failed: {exc.reason}") from None
         except smtplib.SMTPResponseException as exc:
             raise _answer(f"{where} refused the connection", exc) from None
