@@ -7,6 +7,7 @@ import fnmatch
 import json
 import math
 import re
+import re._parser as re_parser  # noqa: PLC2701 — the one parser of re's own syntax
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -16,6 +17,43 @@ from .events import Event
 from .yamlsource import Map, Mark, Seq, Text
 
 _MISSING = object()
+
+
+def has_nested_repeat(pattern: str) -> bool:
+    """Tell whether a regex repeats a group that itself holds an open repeat.
+
+    Python's `re` has no time limit and keeps the interpreter to itself while it
+    matches: such a pattern can backtrack for minutes on a crafted field.
+    """
+    try:
+        tree = re_parser.parse(pattern)
+    except re.error:
+        return False
+    return _nested(list(tree), inside_repeat=False)
+
+
+_REPEATS = (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT, re_parser.POSSESSIVE_REPEAT)
+
+
+def _nested(items: list[Any], inside_repeat: bool) -> bool:
+    for op, arg in items:
+        if op in _REPEATS:
+            _, high, body = arg
+            open_ended = high == re_parser.MAXREPEAT or high > 100
+            if (open_ended and inside_repeat) or _nested(
+                list(body), inside_repeat or open_ended
+            ):
+                return True
+        elif op == re_parser.SUBPATTERN:
+            if _nested(list(arg[-1]), inside_repeat):
+                return True
+        elif op == re_parser.BRANCH and any(
+            _nested(list(branch), inside_repeat) for branch in arg[1]
+        ):
+            return True
+    return False
+
+
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
@@ -375,8 +413,6 @@ class _Compiler:
                 )
 
     def regex(self, patterns: list[str], mark: Mark) -> Check | None:
-        # TODO: Python's `re` has no time limit: a pattern with nested repeats,
-        # like (a+)+$, can hold the dispatcher for seconds on a long field.
         compiled = []
         for pattern in patterns:
             at = getattr(pattern, "mark", mark)
@@ -384,6 +420,14 @@ class _Compiler:
                 compiled.append(re.compile(pattern))
             except re.error as exc:
                 self.error(at, f"`{pattern}` is not a valid regular expression: {exc}")
+                continue
+            if has_nested_repeat(pattern):
+                self.error(
+                    at,
+                    f"`{pattern}` repeats something that itself repeats, like "
+                    "(a+)+: on some texts such a pattern takes minutes and holds up "
+                    "the whole relay; write it with one repeat, like a+",
+                )
         return _regex(compiled) if compiled else None
 
     def comparison(self, op: str, values: list[str], mark: Mark) -> Check | None:

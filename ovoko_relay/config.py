@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -480,9 +482,20 @@ class _Reader(TestsReader):
                     overrides=overrides,
                     mark=step.mark,
                     compiled=self.compile_settings(merged, action, where, step.mark),
+                    key=step_key(action_name, overrides),
                 )
             )
+        seen: dict[str, int] = {}
+        for built in steps:
+            seen[built.key] = seen.get(built.key, 0) + 1
+            built.key = f"{built.key}-{seen[built.key]}"
         return steps
+
+
+def step_key(action: str, overrides: dict[str, Any]) -> str:
+    """Return a short fingerprint of a step: its action and its settings."""
+    written = json.dumps([action, plain(overrides)], sort_keys=True, default=str)
+    return hashlib.sha256(written.encode("utf-8")).hexdigest()[:16]
 
 
 __all__ = [

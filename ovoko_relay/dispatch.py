@@ -26,7 +26,7 @@ from .logs import mask, plural, quoted
 from .plugins.base import Plugin
 from .rules import Rule, Step, matching_rules
 from .settings import resolve_paths
-from .store import Delivery, Store
+from .store import Delivery, Row, Store
 from .templates import render_value
 from .yamlsource import plain
 
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 DISPATCH_BATCH = 200
 ERROR_CHARS = 1000
-
-Row = tuple[str, int, str, str]
 
 
 class Runtime:
@@ -258,7 +256,7 @@ class Dispatcher:
                 "event_id=%s type=%s outcome=dispatched rules=%r deliveries=%d",
                 quoted(event.event_id),
                 quoted(event.event_type),
-                ",".join(dict.fromkeys(rule for rule, _, _, _ in rows)) or "-",
+                ",".join(dict.fromkeys(row[0] for row in rows)) or "-",
                 len(rows),
             )
         return len(events)
@@ -278,6 +276,7 @@ class Dispatcher:
                     index,
                     step.action,
                     runtime.config.actions[step.action].plugin,
+                    step.key,
                 )
                 for rule in matched
                 for index, step in enumerate(rule.steps)
@@ -396,7 +395,7 @@ class Dispatcher:
         self, runtime: Runtime, delivery: Delivery
     ) -> tuple[Event, dict[str, Any], Plugin]:
         rule = runtime.rules.get(delivery.rule)
-        step = find_step(rule, delivery.step, delivery.action)
+        step = find_step(rule, delivery.step, delivery.action, delivery.step_key)
         if rule is None or step is None:
             raise PermanentError(gone_message(delivery, rule is None))
         plugin = runtime.plugins.get(step.action)
@@ -445,14 +444,18 @@ class Dispatcher:
         )
 
 
-def find_step(rule: Rule | None, index: int, action: str) -> Step | None:
+def find_step(rule: Rule | None, index: int, action: str, key: str = "") -> Step | None:
     """Return the step of ``rule`` a delivery of ``action`` stored at ``index`` runs.
 
-    A reload may have moved the step: the one at ``index`` counts only if it
-    still runs ``action``, else the rule's first step that does.
+    A reload may have moved the step: the one written the same way (same
+    ``key``) comes first; else the one at ``index`` if it still runs
+    ``action``; else the rule's first step that does.
     """
     if rule is None:
         return None
+    same = next((step for step in rule.steps if key and step.key == key), None)
+    if same is not None:
+        return same
     if 0 <= index < len(rule.steps) and rule.steps[index].action == action:
         return rule.steps[index]
     return next((step for step in rule.steps if step.action == action), None)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 # Deeper than any real event; far from what would exhaust Python's stack.
 MAX_DEPTH = 32
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (C0, DEL, C1) and the line and paragraph separators.
+_BREAKING = ("Cc", "Zl", "Zp")
 
 
 class EnvelopeError(ValueError):
@@ -126,9 +127,11 @@ def check_envelope(envelope: dict[str, Any]) -> None:
             "event_data",
             f"must be a JSON object, got {_json_kind(envelope['event_data'])}",
         )
-    if _depth(envelope["event_data"]) > MAX_DEPTH:
-        raise _field_error(
-            "event_data", f"must not nest deeper than {MAX_DEPTH} levels"
+    if _depth(envelope) > MAX_DEPTH:
+        raise EnvelopeError(
+            422,
+            "Invalid event",
+            f"The event nests objects or arrays deeper than {MAX_DEPTH} levels.",
         )
 
 
@@ -137,7 +140,7 @@ def _is_plain_text(value: str) -> bool:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, written as \ud800 in JSON
         return False
-    return not _CONTROL.search(value)
+    return not any(unicodedata.category(c) in _BREAKING for c in value)
 
 
 def _depth(value: Any) -> int:

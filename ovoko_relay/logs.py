@@ -38,9 +38,9 @@ def quoted(value: object) -> str:
     """Return a logfmt value: as it is when plain, else quoted, so no text from
     an event can add a field or a line to the log."""
     text = str(value)
-    if _PLAIN_VALUE.fullmatch(text):
+    if _PLAIN_VALUE.fullmatch(text) and text.isascii():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(text)  # escapes line breaks of every kind
 
 
 def plural(count: int, noun: str) -> str:
@@ -157,7 +157,11 @@ class _WriterHandler(logging.Handler):
         self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.message = record.getMessage()  # its arguments may change later
+        try:
+            record.message = record.getMessage()  # its arguments may change later
+        except Exception:  # noqa: BLE001 — a bad log call must not fail its caller
+            self.handleError(record)
+            return
         record.msg, record.args = record.message, None
         self.records.put(record)
 

@@ -128,7 +128,7 @@ def _warn_stale(
     stale = [
         d
         for d in store.deliveries(event_id=event_id)
-        if find_step(by_name.get(d.rule), d.step, d.action) is None
+        if find_step(by_name.get(d.rule), d.step, d.action, d.step_key) is None
     ]
     if not stale:
         return

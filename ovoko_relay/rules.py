@@ -52,6 +52,9 @@ class Step:
     overrides: dict[str, Any]
     mark: Mark
     compiled: dict[str, Any] = field(default_factory=dict)
+    # Who this step is, whatever its place: its action and settings as written
+    # (with a count for identical twins), so a delivery finds it after a reload.
+    key: str = ""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -203,18 +204,12 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     )
     notify("READY=1\nSTATUS=Listening")
 
+    reloads = _Reloader(relay)
     while not flags.stop:
         wasyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
         if flags.reload and not flags.stop:
             flags.reload = False
-            # systemd 253+ wants the monotonic time beside RELOADING=1.
-            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-            notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-            applied = relay.reload()
-            notify(
-                "READY=1\nSTATUS="
-                + ("Listening" if applied else "Listening; config reload REJECTED")
-            )
+            reloads.request()
 
     notify("STOPPING=1\nSTATUS=Draining")
     log.info("server outcome=stopping")
@@ -226,6 +221,34 @@ def serve(config: Config, host: str | None = None, port: int | None = None) -> i
     finished = relay.stop()
     log.info("server outcome=stopped deliveries_finished=%s", finished)
     return 0
+
+
+class _Reloader:
+    """Reload in a thread of its own, so webhooks are answered meanwhile.
+
+    A SIGHUP during a reload is kept and served by one more reload after it.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.wanted = threading.Event()
+        threading.Thread(target=self._loop, name="reload", daemon=True).start()
+
+    def request(self) -> None:
+        self.wanted.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.wanted.wait()
+            self.wanted.clear()
+            # systemd 253+ wants the monotonic time beside RELOADING=1.
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+            applied = self.relay.reload()
+            notify(
+                "READY=1\nSTATUS="
+                + ("Listening" if applied else "Listening; config reload REJECTED")
+            )
 
 
 class _SignalFlags:

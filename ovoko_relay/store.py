@@ -27,7 +27,8 @@ from .events import Event
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Row = tuple[str, int, str, str]
+# One delivery to record: rule, step index, action, plugin, step key.
+Row = tuple[str, int, str, str, str]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     last_error  TEXT,
-    UNIQUE (event_id, rule, step)
+    step_key    TEXT NOT NULL DEFAULT '',
+    UNIQUE (event_id, rule, step_key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due_at)
     WHERE status = 'pending';
@@ -107,6 +109,7 @@ class Delivery:
     created_at: float
     updated_at: float
     last_error: str | None
+    step_key: str = ""
 
 
 class _Job:
@@ -353,22 +356,22 @@ class Store:
     # -- deliveries -----------------------------------------------------------
 
     def record_deliveries(self, batch: Sequence[tuple[str, Sequence[Row]]]) -> None:
-        """Store each event's deliveries (rule, step, action, plugin), mark it done.
+        """Store each event's deliveries, and mark each event as matched.
 
         One commit serves the whole batch; a delivery already stored for the
-        same (event, rule, step) is kept as it is.
+        same (event, rule, step key) is kept as it is.
         """
 
         def record(conn: sqlite3.Connection) -> None:
             now = time.time()
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (event_id, rule, step, action,"
-                " plugin, status, due_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                " plugin, step_key, status, due_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 [
-                    (event_id, rule, step, action, plugin, now, now, now)
+                    (event_id, rule, step, action, plugin, key, now, now, now)
                     for event_id, rows in batch
-                    for rule, step, action, plugin in rows
+                    for rule, step, action, plugin, key in rows
                 ],
             )
             conn.executemany(

@@ -17,7 +17,7 @@ _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Values of environment variables named like these are masked wherever they
 # are used; others (SMTP_HOST, STATE_DIRECTORY) stay readable in errors.
 SECRET_NAME = re.compile(
-    r"TOKEN|SECRET|PASSW|PASSPHRASE|PWD|KEY|WEBHOOK|CREDENTIAL|AUTH|COOKIE|DSN",
+    r"TOKEN|SECRET|PASS|PWD|KEY|WEBHOOK|CREDENTIAL|AUTH|COOKIE|DSN",
     re.IGNORECASE,
 )
 _UNQUOTED_TEMPLATE = re.compile(r"(?:^|:|-)\s+\{[{%]")
@@ -219,6 +219,28 @@ def _hint(exc: yaml.MarkedYAMLError, text: str) -> str:
     return ""
 
 
+def _quote_at(text: str, position: int) -> str | None:
+    """Return the quote of the Jinja string literal open at ``position``, if any."""
+    in_tag, quote, index = False, None, 0
+    while index < position:
+        pair = text[index : index + 2]
+        if quote is not None:
+            if text[index] == "\\":
+                index += 1
+            elif text[index] == quote:
+                quote = None
+        elif in_tag and pair in ("}}", "%}"):
+            in_tag = False
+            index += 1
+        elif in_tag and text[index] in "'\"":
+            quote = text[index]
+        elif not in_tag and pair in ("{{", "{%"):
+            in_tag = True
+            index += 1
+        index += 1
+    return quote
+
+
 class _TooLarge(Exception):
     """The document expands to more values than any config needs."""
 
@@ -308,7 +330,11 @@ class _Builder:
             position = match.end()
             found, literal = self.resolve(match, mark, used)
             text.append(found)
-            source.append(literal)
+            quote = _quote_at(value, match.start())
+            if quote is None:
+                source.append(literal)
+            else:  # inside a string literal of a Jinja tag: escape for it
+                source.append(found.replace("\\", "\\\\").replace(quote, "\\" + quote))
         text.append(value[position:])
         source.append(value[position:])
         return "".join(text), "".join(source)
@@ -326,7 +352,7 @@ class _Builder:
                 used.append(found)
                 self.secret_values.add(found)
             if _JINJA_CHARS.search(found):
-                return found, "{{ " + json.dumps(found) + " }}"
+                return found, "{{ " + json.dumps(found, ensure_ascii=False) + " }}"
             return found, found
         if default is not None:
             return default, default

@@ -411,7 +411,7 @@ def test_a_stored_delivery_is_matched_to_the_current_rules_by_its_action(
     plugin = Scripted([], timeout=1.0)
     dispatcher = Dispatcher(store, lambda: with_plugin(runtime, plugin))
     queue_event(store, "e1")
-    store.record_deliveries([("e1", [(rule, step, action, "log")])])
+    store.record_deliveries([("e1", [(rule, step, action, "log", "")])])
     [delivery] = store.claim_due(1)
 
     assert dispatcher.attempt(delivery) == outcome

@@ -33,9 +33,9 @@ def add_delivery(store: Store, event_id: str, status: str, days_old: float) -> i
     def insert(conn: sqlite3.Connection) -> int:
         cursor = conn.execute(
             "INSERT INTO deliveries (event_id, rule, step, action, plugin, status,"
-            " attempts, due_at, created_at, updated_at)"
+            " attempts, due_at, created_at, updated_at, step_key)"
             " VALUES (?, 'r', (SELECT count(*) FROM deliveries), 'a', 'log', ?, 1,"
-            " ?, ?, ?)",
+            " ?, ?, ?, (SELECT count(*) FROM deliveries))",
             (event_id, status, age(days_old), age(days_old), age(days_old)),
         )
         conn.execute(

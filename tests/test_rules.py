@@ -453,3 +453,26 @@ def test_the_docs_show_every_operator_with_a_working_example() -> None:
         _, problems, warnings = compile_yaml(example)
         assert (problems, warnings) == ([], []), example
     assert "missing:" in text and "`false` (the default)" in text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "refused"),
+    [
+        (r"^(a+)+$", True),
+        (r"(x*)*", True),
+        (r"^(\w+\s?)*$", True),
+        (r"^WH-\d+$", False),
+        (r"(?:ab|c)*d+", False),
+        (r"([a-z]+)-([0-9]+)", False),
+    ],
+)
+def test_a_regex_with_a_repeat_inside_a_repeat_is_refused(pattern, refused):
+    problems: list = []
+    node = load_text(f"external_id: {{regex: '{pattern}'}}\n", "c.yaml", {})
+
+    compile_when(node, node.mark, problems)
+
+    messages = [p.message for p in problems]
+    assert any("repeats something that itself repeats" in m for m in messages) is (
+        refused
+    )

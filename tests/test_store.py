@@ -31,7 +31,10 @@ def add(store: Store, event_id: str) -> Event:
 
 def queue(store: Store, event_id: str, steps: int = 1) -> None:
     add(store, event_id)
-    rows = [("Part sold", step, f"action-{step}", "log") for step in range(steps)]
+    rows = [
+        ("Part sold", step, f"action-{step}", "log", f"key-{step}")
+        for step in range(steps)
+    ]
     store.record_deliveries([(event_id, rows)])
 
 
@@ -43,9 +46,9 @@ def test_recording_deliveries_marks_the_events_processed_in_one_batch(
     assert [e.event_id for e in store.unprocessed_events()] == ["e1", "e2"]
 
     store.record_deliveries(
-        [("e1", [("R", 0, "a", "log"), ("R", 1, "b", "log")]), ("e2", [])]
+        [("e1", [("R", 0, "a", "log", "ka"), ("R", 1, "b", "log", "kb")]), ("e2", [])]
     )
-    store.record_deliveries([("e1", [("R", 0, "a", "log")])])
+    store.record_deliveries([("e1", [("R", 0, "a", "log", "ka")])])
 
     assert store.unprocessed_events() == []
     assert [(d.event_id, d.step, d.status) for d in store.deliveries()] == [
@@ -191,7 +194,10 @@ def test_rematching_an_event_keeps_its_done_and_running_deliveries_only(
     assert [e.event_id for e in store.unprocessed_events()] == ["e1"]
 
     # The current rules run step 0 again and a renamed rule: step 0 stays done.
-    rows = [("Part sold", 0, "action-0", "log"), ("Renamed", 0, "action-0", "log")]
+    rows = [
+        ("Part sold", 0, "action-0", "log", "key-0"),
+        ("Renamed", 0, "action-0", "log", "key-0"),
+    ]
     store.record_deliveries([("e1", rows)])
 
     assert store.unprocessed_events() == []
