@@ -40,7 +40,7 @@ class WebhookResource:
         if not config.auth.disabled and not token_matches(
             req.get_header(config.auth.header), config.auth.tokens
         ):
-            self.reject("unauthorized", None)
+            self.reject("unauthorized")
             raise falcon.HTTPUnauthorized(
                 title="Not authorized",
                 description="The request does not carry a valid token header.",
@@ -51,7 +51,7 @@ class WebhookResource:
         try:
             event = parse_body(body)
         except EnvelopeError as exc:
-            self.reject("invalid_body", None, exc.description)
+            self.reject("invalid_body", exc.description)
             raise falcon.HTTPError(
                 falcon.code_to_http_status(exc.status),
                 title=exc.title,
@@ -91,7 +91,7 @@ class WebhookResource:
             return
         media_type = req.content_type.split(";", 1)[0].strip().lower()
         if media_type not in JSON_TYPES:
-            self.reject("unsupported_media_type", None, media_type)
+            self.reject("unsupported_media_type", media_type)
             raise falcon.HTTPUnsupportedMediaType(
                 title="Unsupported content type",
                 description=f"The body must be application/json, not {media_type}.",
@@ -100,11 +100,11 @@ class WebhookResource:
     def read_body(self, req: falcon.Request, limit: int) -> bytes:
         length = req.content_length
         if length is not None and length > limit:
-            self.reject("too_large", None, f"{length} bytes")
+            self.reject("too_large", f"{length} bytes")
             raise self.too_large(limit)
         body: bytes = req.bounded_stream.read(limit + 1)
         if len(body) > limit:
-            self.reject("too_large", None, f"over {limit} bytes")
+            self.reject("too_large", f"over {limit} bytes")
             raise self.too_large(limit)
         return body
 
@@ -115,11 +115,11 @@ class WebhookResource:
             description=f"The request body is larger than the {limit} bytes allowed.",
         )
 
-    def reject(self, reason: str, event_id: str | None, detail: str = "") -> None:
+    def reject(self, reason: str, detail: str = "") -> None:
+        """Count and log a refused request; no event id is trusted yet."""
         self.relay.metrics.rejected(reason)
         log.warning(
-            "event_id=%s outcome=rejected reason=%s%s",
-            event_id or "-",
+            "event_id=- outcome=rejected reason=%s%s",
             reason,
             f" detail={detail!r}" if detail else "",
         )

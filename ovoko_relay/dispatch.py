@@ -191,48 +191,52 @@ class Dispatcher:
             # NOTE: cleared before looking, so a kick during the look is kept.
             self._kick.clear()
             try:
-                more = self._schedule_once()
+                wait = self._schedule_once()
             except Exception:  # noqa: BLE001 — keep scheduling; the store may recover
                 log.exception("dispatcher outcome=error")
                 self._stopping.wait(POLL_SECONDS)
                 continue
-            if not more:
-                self._kick.wait(self._idle_seconds())
+            if wait > 0:
+                self._kick.wait(wait)
 
-    def _schedule_once(self) -> bool:
-        """Dispatch new events, claim due deliveries; True if more may be waiting."""
+    def _schedule_once(self) -> float:
+        """Dispatch new events, claim due deliveries; return how long to wait.
+
+        Zero means more may be waiting already.
+        """
         try:
             dispatched = self.dispatch_pending()
         except Exception:  # noqa: BLE001 — deliveries already stored still go out
             log.exception("dispatcher outcome=dispatch_error")
             dispatched = 0
+        more = dispatched == DISPATCH_BATCH
         free = self._free_slots()
         if free <= 0 or self._stopping.is_set():
-            return dispatched == DISPATCH_BATCH
+            return 0.0 if more else POLL_SECONDS
+        # PERF: a read here spares the writer a claim that finds nothing.
         next_due = self.store.next_due_at()
-        if next_due is None or next_due > time.time():
-            # PERF: a read here spares the writer a claim that finds nothing.
-            return dispatched == DISPATCH_BATCH
+        now = time.time()
+        if next_due is None or next_due > now:
+            if more:
+                return 0.0
+            return (
+                POLL_SECONDS
+                if next_due is None
+                else min(POLL_SECONDS, max(0.005, next_due - now))
+            )
         claimed = self.store.claim_due(free)
         with self._lock:
             self._outstanding += len(claimed)
         for delivery in claimed:
             self._queue.put(delivery)
-        return dispatched == DISPATCH_BATCH or len(claimed) == free
+        # The claim may have left some due: look again at once, or soon.
+        return 0.0 if more or len(claimed) == free else 0.005
 
     def _free_slots(self) -> int:
         # Twice the workers: each worker finds its next delivery already
         # claimed, yet a delivery waits behind at most one slow attempt.
         with self._lock:
             return 2 * self._workers - self._outstanding
-
-    def _idle_seconds(self) -> float:
-        if self._free_slots() <= 0:
-            return POLL_SECONDS
-        next_due = self.store.next_due_at()
-        if next_due is None:
-            return POLL_SECONDS
-        return min(POLL_SECONDS, max(0.005, next_due - time.time()))
 
     def _finished_one(self) -> None:
         with self._lock:
@@ -260,12 +264,6 @@ class Dispatcher:
                 len(rows),
             )
         return len(events)
-
-    def dispatch(self, event: Event) -> None:
-        """Run the rules on one event and store its deliveries."""
-        rows = self._match(self.runtime(), event)
-        self.store.record_deliveries([(event.event_id, rows)])
-        self._kick.set()
 
     def _match(self, runtime: Runtime, event: Event) -> list[Row]:
         try:
@@ -474,6 +472,13 @@ def gone_message(delivery: Delivery, rule_gone: bool) -> str:
         "arrived; to run the current rules on this event, use "
         f"`ovoko-relay replay --rematch {delivery.event_id}`"
     )
+
+
+def _until(next_due: float | None) -> float:
+    """Return how long to wait for a delivery due at ``next_due`` (or a kick)."""
+    if next_due is None:
+        return POLL_SECONDS
+    return min(POLL_SECONDS, max(0.005, next_due - time.time()))
 
 
 def _describe(exc: BaseException) -> str:

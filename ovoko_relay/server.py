@@ -52,7 +52,7 @@ class Relay:
         self.wsgi = _SwappableApp(create_app(self))
         self.loaded_at = time.time()
         self.stale_since: float | None = None
-        self.stale_problems: list[str] = []
+        self.stale_problems = 0
 
     def start(self) -> None:
         """Start the dispatcher, the delivery workers and the daily pruning."""
@@ -92,14 +92,14 @@ class Relay:
         old_runtime.retire()
         self.loaded_at = time.time()
         self.stale_since = None
-        self.stale_problems = []
+        self.stale_problems = 0
         self.metrics.reloaded(applied=True)
         log.info("reload outcome=applied rules=%d", len(new.rules))
         return True
 
     def _reject(self, problems: list[str]) -> bool:
         self.stale_since = self.stale_since or time.time()
-        self.stale_problems = [logs.mask_secrets(p) for p in problems]
+        self.stale_problems = len(problems)
         for problem in problems:
             log.error("reload outcome=rejected problem=%r", problem)
         log.error(
@@ -129,7 +129,7 @@ class Relay:
             report["config_stale_since"] = _utc(self.stale_since)
             # NOTE: the count only: /healthz may be public, the problems are in
             # the log and in `ovoko-relay check`.
-            report["config_problems"] = len(self.stale_problems)
+            report["config_problems"] = self.stale_problems
         return report
 
     def stop(self) -> bool:

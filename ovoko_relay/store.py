@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -248,29 +248,29 @@ class Store:
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[_Job], isolate: bool
     ) -> None:
-        if not isolate and all(job.fn is None for job in batch):
-            # PERF: webhooks alone: one statement is its own transaction, so
-            # the commit needs no BEGIN and COMMIT round trips of its own.
-            try:
-                _insert_events(conn, batch)
-            except Exception as exc:  # noqa: BLE001 — retried in isolation
-                raise _JobFailed from exc
+        if isolate:
+            self._run_isolated(conn, batch)
             return
-
-        conn.execute("BEGIN IMMEDIATE")
-        if not isolate:
-            try:
-                inserts = [job for job in batch if job.row is not None]
-                if inserts:
-                    _insert_events(conn, inserts)
-                for job in batch:
-                    if job.fn is not None:
-                        job.result = job.fn(conn)
-            except Exception as exc:  # noqa: BLE001 — retried in isolation
-                raise _JobFailed from exc
+        # PERF: webhooks alone need no BEGIN and COMMIT round trips: their one
+        # INSERT statement is a transaction of its own.
+        webhooks_only = all(job.fn is None for job in batch)
+        try:
+            if not webhooks_only:
+                conn.execute("BEGIN IMMEDIATE")
+            inserts = [job for job in batch if job.row is not None]
+            if inserts:
+                _insert_events(conn, inserts)
+            for job in batch:
+                if job.fn is not None:
+                    job.result = job.fn(conn)
+        except Exception as exc:  # noqa: BLE001 — retried in isolation
+            raise _JobFailed from exc
+        if conn.in_transaction:
             conn.execute("COMMIT")
-            return
 
+    def _run_isolated(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run each job in a savepoint of its own, so a failure spoils no other."""
+        conn.execute("BEGIN IMMEDIATE")
         for job in batch:
             job.error = None
             conn.execute("SAVEPOINT job")
@@ -328,10 +328,6 @@ class Store:
     def count_events(self) -> int:
         """Return how many events are stored."""
         return int(self.reader().execute("SELECT count(*) FROM events").fetchone()[0])
-
-    def mark_processed(self, event_id: str, deliveries: Iterable[Row]) -> None:
-        """Record an event's deliveries (rule, step, action, plugin), mark it done."""
-        self.record_deliveries([(event_id, list(deliveries))])
 
     def is_writable(self) -> bool:
         """Tell whether a write commits right now, by committing a real one.
