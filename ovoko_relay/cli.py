@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__, logs
 from . import config as config_module
 from .errors import ConfigError, RelayError
-from .store import DELIVERY_STATUSES
+from .store import DELIVERY_STATUSES, Store
 
 if TYPE_CHECKING:
     from .rules import Rule
 
-Command = Callable[[argparse.Namespace], int]
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,15 +132,12 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
     from .dryrun import run_office_tests
     from .server import serve
 
     config = load_config(args)
     logs.configure(config.logging.level, config.logging.format)
     logs.set_secrets(config.secrets)
-    log = logging.getLogger(__name__)
     for warning in config.warnings:
         log.warning("config outcome=warning problem=%r", str(warning))
     # A failing office test stops a reload, not a start: after a reboot the
@@ -176,8 +174,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from . import report
 
-    path = config_module.load_storage(config_module.config_path(args.config)).path
-    store = report.open_store(path)
+    store = _open_store(config_module.config_path(args.config))
     try:
         report.print_deliveries(
             store, sys.stdout, args.status, args.event, max(1, args.limit)
@@ -191,8 +188,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from . import report
 
     config_file = config_module.config_path(args.config)
-    path = config_module.load_storage(config_file).path
-    store = report.open_store(path)
+    store = _open_store(config_file)
     try:
         if args.dead:
             report.replay_dead(store, sys.stdout)
@@ -203,6 +199,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _open_store(config_file: str) -> Store:
+    """Open the store the config names, reading only its `storage` section."""
+    from . import report
+
+    return report.open_store(config_module.load_storage(config_file).path)
 
 
 def _rules(config_file: str) -> list[Rule] | None:

@@ -14,7 +14,8 @@ from typing import Any, cast
 
 from .errors import Problem
 from .events import Event
-from .yamlsource import Map, Mark, Seq, Text
+from .reader import suggest
+from .yamlsource import Map, Mark, Seq, Text, is_null, mark_of
 
 _MISSING = object()
 
@@ -191,12 +192,12 @@ def compile_when(
     warnings: list[Problem] | None = None,
 ) -> Condition:
     """Compile a rule's `when` mapping; every key must hold (all of)."""
-    if node is None or (isinstance(node, Text) and node.null):
+    if is_null(node):
         return ALWAYS
     compiler = _Compiler(problems, [] if warnings is None else warnings)
     if not isinstance(node, Map):
         compiler.error(
-            getattr(node, "mark", mark),
+            mark_of(node, mark),
             "`when` must be a mapping of field: value (or all/any/not)",
         )
         return ALWAYS
@@ -236,7 +237,7 @@ class _Compiler:
         if key == "not":
             if not isinstance(value, Map):
                 self.error(
-                    getattr(value, "mark", key.mark),
+                    mark_of(value, key.mark),
                     "`not` here takes a mapping of conditions, e.g. "
                     "`not: {status: sold}`; to test a field named `not` write "
                     "`event_data.not`",
@@ -252,7 +253,7 @@ class _Compiler:
             return [self.mapping(value)]
         if not isinstance(value, Seq) or not value:
             self.error(
-                getattr(value, "mark", key.mark),
+                mark_of(value, key.mark),
                 f"`{key}` takes a list of conditions, each starting with -",
             )
             return [ALWAYS]
@@ -262,7 +263,7 @@ class _Compiler:
                 branches.append(self.mapping(item))
             else:
                 self.error(
-                    getattr(item, "mark", value.mark),
+                    mark_of(item, value.mark),
                     f"each item of `{key}` must be a condition like `status: sold`, "
                     f"not `{item}`",
                 )
@@ -315,7 +316,7 @@ class _Compiler:
                 if check is not None:
                     checks.append(check)
             else:
-                hint = _suggest(key, OPERATORS)
+                hint = suggest(key, OPERATORS)
                 if not hint and not any(k in OPERATORS for k in node):
                     hint = (
                         " — to test a field inside another, write its path with "
@@ -361,7 +362,7 @@ class _Compiler:
         items = value if isinstance(value, Seq) else [value]
         if not items or not all(isinstance(v, Text) for v in items):
             self.error(
-                getattr(value, "mark", mark),
+                mark_of(value, mark),
                 f"`{op}` takes a value or a list of values",
             )
             return None
@@ -377,7 +378,7 @@ class _Compiler:
                     self.check_known(path, str(item), item.mark)
             else:
                 self.error(
-                    getattr(item, "mark", mark),
+                    mark_of(item, mark),
                     f"`{path.removeprefix('event_data.')}` must be a value or a list "
                     "of values; for operators write a mapping like `{glob: sold*}`",
                 )
@@ -395,7 +396,7 @@ class _Compiler:
             return
         if value in known:
             return
-        hint = _suggest(value, known)
+        hint = suggest(value, known)
         listing = "" if hint else f"; Ovoko sends: {', '.join(known)}"
         self.warn(mark, f"`{value}` is not {what} Ovoko sends{hint}{listing}")
 
@@ -415,7 +416,7 @@ class _Compiler:
     def regex(self, patterns: list[str], mark: Mark) -> Check | None:
         compiled = []
         for pattern in patterns:
-            at = getattr(pattern, "mark", mark)
+            at = mark_of(pattern, mark)
             try:
                 compiled.append(re.compile(pattern))
             except re.error as exc:
@@ -448,21 +449,21 @@ class _Compiler:
         if text in _FALSE:
             return False
         self.error(
-            getattr(value, "mark", key.mark),
+            mark_of(value, key.mark),
             f"`{key}` must be true or false, not `{value}`",
         )
         return None
 
     def missing_policy(self, value: Any, mark: Mark) -> str:
         text = str(value).lower() if isinstance(value, Text) else ""
-        if text in ("false", "no", "off"):
+        if text in _FALSE:
             return "false"
         if text in MISSING_POLICIES:
             return text
         self.error(
-            getattr(value, "mark", mark),
+            mark_of(value, mark),
             f"`missing` must be false, match or error, not `{value}`"
-            f"{_suggest(str(value), MISSING_POLICIES)}",
+            f"{suggest(str(value), MISSING_POLICIES)}",
         )
         return "false"
 
@@ -470,11 +471,6 @@ class _Compiler:
 def _items(node: Map) -> list[tuple[Text, Any]]:
     """Return a mapping's entries with their keys typed as Text, as loaded."""
     return [(cast(Text, key), value) for key, value in node.items()]
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean `{close[0]}`?" if close else ""
 
 
 def _listing(values: Sequence[str | None]) -> str:

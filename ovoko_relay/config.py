@@ -17,7 +17,7 @@ from .logs import mask
 from .officetests import ExpectedMessage, OfficeTest, TestsReader
 from .reader import parse_duration, suggest
 from .settings import STEP_KEYS
-from .yamlsource import Mark, Seq, Text, load_file, mark_of, plain
+from .yamlsource import Mark, Seq, Text, is_null, load_file, mark_of, plain
 
 ACTION_KEYS = ("plugin", "retry", "timeout")
 RESERVED_PATHS = ("/healthz", "/metrics")
@@ -260,7 +260,7 @@ class _Reader(TestsReader):
                     self.error(mark_of(token, node.mark), "a token must not be empty")
                     continue
                 values.append(str(token))
-        elif tokens is not None and not (isinstance(tokens, Text) and tokens.null):
+        elif not is_null(tokens):
             self.error(node.key_mark("tokens"), "`tokens` must be a list of values")
         if not values and not disabled:
             self.error(
@@ -278,9 +278,7 @@ class _Reader(TestsReader):
         d = StorageConfig()
         path = self.text(node, "path", d.path)
         if not os.path.isabs(path):
-            path = os.path.normpath(
-                os.path.join(os.path.dirname(os.path.abspath(self.file)), path)
-            )
+            path = os.path.normpath(self.beside(path))
         return StorageConfig(
             path=path,
             retention_days=self.integer(node, "retention_days", d.retention_days, 1),
@@ -332,11 +330,11 @@ class _Reader(TestsReader):
         self, node: Any, mark: Mark, delivery: DeliveryConfig
     ) -> dict[str, Action]:
         node = self.mapping(node, "`actions`", mark)
-        available = self.available = plugin_registry.installed()
+        self.available = plugin_registry.installed()
         self.defined_actions = {str(name) for name in node}
         actions = {}
         for name, spec in node.items():
-            action = self.action(str(name), spec, name.mark, available, delivery)
+            action = self.action(str(name), spec, name.mark, delivery)
             if action:
                 actions[str(name)] = action
         return actions
@@ -346,7 +344,6 @@ class _Reader(TestsReader):
         name: str,
         node: Any,
         mark: Mark,
-        available: dict[str, plugin_registry.PluginInfo],
         delivery: DeliveryConfig,
     ) -> Action | None:
         node = self.mapping(node, f"action `{name}`", mark)
@@ -354,9 +351,9 @@ class _Reader(TestsReader):
         if not plugin_name:
             self.error(mark, f"action `{name}` needs `plugin:` (which plugin to use)")
             return None
-        info = available.get(plugin_name)
+        info = self.available.get(plugin_name)
         if info is None or info.cls is None:
-            usable = sorted(n for n, i in available.items() if i.cls is not None)
+            usable = sorted(n for n, i in self.available.items() if i.cls is not None)
             why = f" ({info.error})" if info is not None else ""
             self.error(
                 node["plugin"].mark,
@@ -366,18 +363,7 @@ class _Reader(TestsReader):
             return None
 
         declared = info.cls.settings
-        settings = {}
-        for key, value in node.items():
-            if key in ACTION_KEYS:
-                continue
-            if key not in declared:
-                self.error(
-                    key.mark,
-                    f"unknown setting `{key}` for plugin `{plugin_name}`"
-                    f"{suggest(key, tuple(declared) + ACTION_KEYS)}",
-                )
-                continue
-            settings[str(key)] = value
+        settings = self.known_settings(node, ACTION_KEYS, plugin_name, declared)
         for key, setting in declared.items():
             if setting.secret:
                 self.collect_secret_values(node.get(key))
@@ -396,7 +382,7 @@ class _Reader(TestsReader):
     def rules(
         self, node: Any, mark: Mark, actions: dict[str, Action]
     ) -> list[rules_module.Rule]:
-        if node is None or (isinstance(node, Text) and node.null):
+        if is_null(node):
             return []
         if not isinstance(node, Seq):
             self.error(mark, "`rules` must be a list of rules, each starting with -")

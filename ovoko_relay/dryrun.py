@@ -195,7 +195,10 @@ def _order(config: Config) -> Any:
 
 
 def _compare(
-    config: Config, test: OfficeTest, expected: ExpectedMessage, rendered: list[Any]
+    config: Config,
+    test: OfficeTest,
+    expected: ExpectedMessage,
+    rendered: list[Rendered],
 ) -> list[str]:
     prefix = f"{expected.mark}: test `{test.name}`"
     found = [

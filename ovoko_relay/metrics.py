@@ -20,6 +20,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from .store import DELIVERY_STATUSES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DELIVERY_STATUSES = ("pending", "claimed", "done", "dead")
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # The `_created` series double the scrape and no dashboard of ours reads them.

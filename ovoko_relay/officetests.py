@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,7 @@ from .errors import ConfigError
 from .events import EnvelopeError, check_envelope, parse_body
 from .reader import suggest
 from .settings import SettingsReader
-from .yamlsource import Map, Mark, Seq, Text, load_file, mark_of, plain
+from .yamlsource import Map, Mark, Seq, Text, is_null, load_file, mark_of, plain
 
 if TYPE_CHECKING:
     from .config import Action
@@ -51,7 +50,7 @@ class TestsReader(SettingsReader):
         rules: list[Rule],
         actions: dict[str, Action],
     ) -> list[OfficeTest]:
-        if node is None or (isinstance(node, Text) and node.null):
+        if is_null(node):
             return []
         if isinstance(node, Text):
             node = self.tests_file(node)
@@ -73,7 +72,7 @@ class TestsReader(SettingsReader):
         return tests
 
     def tests_file(self, name: Text) -> Any:
-        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), name)
+        path = self.beside(name)
         try:
             loaded = load_file(path, self.environ)
         except ConfigError as exc:
@@ -120,17 +119,16 @@ class TestsReader(SettingsReader):
 
         messages = []
         value = node.get("messages")
-        if value is not None and not (isinstance(value, Text) and value.null):
-            if not isinstance(value, Seq):
-                self.error(
-                    node.key_mark("messages"),
-                    "`messages` must be a list, each item starting with - rule:",
-                )
-            else:
-                for item in value:
-                    message = self.expected(item, value.mark, name, steps, actions)
-                    if message is not None:
-                        messages.append(message)
+        if isinstance(value, Seq):
+            for item in value:
+                message = self.expected(item, value.mark, name, steps, actions)
+                if message is not None:
+                    messages.append(message)
+        elif not is_null(value):
+            self.error(
+                node.key_mark("messages"),
+                "`messages` must be a list, each item starting with - rule:",
+            )
         return OfficeTest(name, event, fires, messages, node.mark)
 
     def test_event(self, value: Any, mark: Mark) -> Any:
@@ -145,7 +143,7 @@ class TestsReader(SettingsReader):
         if not isinstance(value, Text) or value.null:
             self.error(at, "`event` must be a JSON file name or a mapping")
             return None
-        path = os.path.join(os.path.dirname(os.path.abspath(self.file)), value)
+        path = self.beside(value)
         try:
             with open(path, "rb") as f:
                 return parse_body(f.read()).envelope
@@ -183,18 +181,9 @@ class TestsReader(SettingsReader):
                 f"{suggest(action_name, tuple(steps[rule]))}",
             )
             return None
-        declared = self.declared(actions[action_name])
-        settings = {}
-        for key, value in node.items():
-            if key in MESSAGE_KEYS:
-                continue
-            if key not in declared:
-                self.error(
-                    key.mark,
-                    f"unknown setting `{key}` for plugin "
-                    f"`{actions[action_name].plugin}`"
-                    f"{suggest(key, tuple(declared) + MESSAGE_KEYS)}",
-                )
-                continue
-            settings[str(key)] = plain(value)
+        action = actions[action_name]
+        written = self.known_settings(
+            node, MESSAGE_KEYS, action.plugin, self.declared(action)
+        )
+        settings = {key: plain(value) for key, value in written.items()}
         return ExpectedMessage(rule, action_name, settings, node.mark)

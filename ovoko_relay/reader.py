@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import Problem
-from .yamlsource import Map, Mark, Text
+from .yamlsource import Map, Mark, Text, empty_map, is_null, mark_of
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -42,16 +43,17 @@ class Reader:
     def error(self, mark: Mark, message: str) -> None:
         self.problems.append(mark.problem(message))
 
+    def beside(self, name: str) -> str:
+        """Return the path of ``name`` taken from the config file's folder."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.file)), name)
+
     def mapping(self, node: Any, what: str, mark: Mark) -> Map:
-        if node is None or (isinstance(node, Text) and node.null):
-            empty = Map()
-            empty.mark = mark
-            return empty
+        if is_null(node):
+            return empty_map(mark)
         if not isinstance(node, Map):
-            self.error(getattr(node, "mark", mark), f"{what} must be a mapping")
-            empty = Map()
-            empty.mark = getattr(node, "mark", mark)
-            return empty
+            at = mark_of(node, mark)
+            self.error(at, f"{what} must be a mapping")
+            return empty_map(at)
         return node
 
     def known_keys(self, node: Map, allowed: tuple[str, ...], where: str) -> None:
@@ -64,7 +66,7 @@ class Reader:
 
     def text(self, node: Map, key: str, default: str) -> str:
         value = node.get(key)
-        if value is None or (isinstance(value, Text) and value.null):
+        if is_null(value):
             return default
         if not isinstance(value, Text):
             self.error(node.key_mark(key), f"`{key}` must be a single value")

@@ -20,6 +20,7 @@ PICKUP = (
     "The running relay sends them within about a second; if it is not running, "
     "they go when it next starts."
 )
+PICKUP_REMATCH = PICKUP.replace("sends them", "does this")
 
 
 def open_store(path: str) -> Store:
@@ -99,7 +100,7 @@ def replay_event(
         print(
             f"Event {event_id} has no deliveries: it will be matched against the "
             "rules again, and each action a rule chooses is delivered. "
-            + PICKUP.replace("sends them", "does this"),
+            + PICKUP_REMATCH,
             file=out,
         )
         return
@@ -112,9 +113,7 @@ def replay_event(
     if result.running:
         print(
             f"{_count(result.running, 'delivery', 'deliveries')} of event {event_id} "
-            f"{'is' if result.running == 1 else 'are'} being attempted right now "
-            "and left as "
-            f"{'it is' if result.running == 1 else 'they are'}.",
+            f"{_left_running(result.running)}",
             file=out,
         )
     if rules is not None:
@@ -148,8 +147,7 @@ def rematch_event(store: Store, event_id: str, out: TextIO) -> None:
     result = store.rematch_event(event_id)
     lines = [
         f"Event {event_id} will be matched against the current rules again, and "
-        "each action they choose is delivered. "
-        + PICKUP.replace("sends them", "does this")
+        "each action they choose is delivered. " + PICKUP_REMATCH
     ]
     if result.removed:
         lines.append(
@@ -165,8 +163,7 @@ def rematch_event(store: Store, event_id: str, out: TextIO) -> None:
     if result.running:
         lines.append(
             f"{_count(result.running, 'delivery', 'deliveries')} "
-            f"{'is' if result.running == 1 else 'are'} being attempted right now "
-            f"and left as {'it is' if result.running == 1 else 'they are'}."
+            f"{_left_running(result.running)}"
         )
     print("\n".join(lines), file=out)
 
@@ -234,7 +231,7 @@ def _table(
     ]
     lines = []
     for row in (list(header), *cells):
-        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        padded = [cell.ljust(size) for cell, size in zip(row, widths, strict=False)]
         lines.append("  ".join([*padded, row[-1]]).rstrip())
     return "\n".join(lines)
 
@@ -260,6 +257,12 @@ def _one_line(text: str, width: int) -> str:
 
 def _count(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
+
+
+def _left_running(number: int) -> str:
+    if number == 1:
+        return "is being attempted right now and left as it is."
+    return "are being attempted right now and left as they are."
 
 
 def _filter_text(status: str | None, event_id: str | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -13,7 +13,7 @@ from .errors import PermanentError
 from .plugins.base import Setting
 from .reader import FALSE, TRUE, Reader, suggest
 from .templates import compile_value
-from .yamlsource import Map, Mark, Seq, Text, mark_of
+from .yamlsource import Map, Mark, Seq, Text, is_null, mark_of
 
 if TYPE_CHECKING:
     from .config import Action
@@ -64,6 +64,18 @@ def secret_parts(value: str) -> list[str]:
     return found
 
 
+def _texts(value: Any) -> Iterator[Text]:
+    """Yield every Text inside a loaded value, through lists and mappings."""
+    if isinstance(value, Text):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _texts(item)
+
+
 class SettingsReader(Reader):
     """Check settings against what each plugin declares, and compile templates."""
 
@@ -75,31 +87,44 @@ class SettingsReader(Reader):
 
     def collect_secret_values(self, value: Any) -> None:
         """Mask every text inside a secret setting, list items included."""
-        if isinstance(value, Text) and not value.null:
-            self.secrets.add(str(value))
-            self.secrets.update(secret_parts(str(value)))
-        elif isinstance(value, list):
-            for item in value:
-                self.collect_secret_values(item)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                self.collect_secret_values(item)
+        for text in _texts(value):
+            if not text.null:
+                self.secrets.add(str(text))
+                self.secrets.update(secret_parts(str(text)))
 
     def collect_env_secrets(self, value: Any) -> None:
-        if isinstance(value, Text) and value.secret:
-            self.secrets.add(str(value))
-            self.secrets.update(value.env_values)
-        elif isinstance(value, list):
-            for item in value:
-                self.collect_env_secrets(item)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                self.collect_env_secrets(item)
+        """Mask every text inside a setting that took a secret-named variable."""
+        for text in _texts(value):
+            if text.secret:
+                self.secrets.add(str(text))
+                self.secrets.update(text.env_values)
 
     def declared(self, action: Action) -> Mapping[str, Setting]:
         cls = self.available[action.plugin].cls
         assert cls is not None  # actions are only built for usable plugins
         return cls.settings
+
+    def known_settings(
+        self,
+        node: Map,
+        reserved: tuple[str, ...],
+        plugin: str,
+        declared: Mapping[str, Setting],
+    ) -> dict[str, Any]:
+        """Return the settings written in ``node``, reporting undeclared ones."""
+        settings = {}
+        for key, value in node.items():
+            if key in reserved:
+                continue
+            if key not in declared:
+                self.error(
+                    node.key_mark(key),
+                    f"unknown setting `{key}` for plugin `{plugin}`"
+                    f"{suggest(key, tuple(declared) + reserved)}",
+                )
+                continue
+            settings[str(key)] = value
+        return settings
 
     def step_settings(self, step: Map, action: Action, overrides: dict) -> None:
         declared = self.declared(action)
@@ -122,9 +147,7 @@ class SettingsReader(Reader):
         declared = self.declared(action)
         compiled: dict[str, Any] = {}
         for key, setting in declared.items():
-            if key not in merged or (
-                isinstance(merged[key], Text) and merged[key].null
-            ):
+            if is_null(merged.get(key)):
                 if setting.required:
                     self.error(
                         mark,

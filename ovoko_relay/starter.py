@@ -6,12 +6,13 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from .config import AuthConfig, ServerConfig
 from .errors import RelayError
 
 ENV_FILE = "relay.env"
 TOKEN_VARIABLE = "OVOKO_TOKEN"  # noqa: S105 — a variable name, not a token
-HEADER = "X-Ovoko-Token"
-WEBHOOK_PATH = "/webhooks/ovoko"
+HEADER = AuthConfig.header
+WEBHOOK_PATH = ServerConfig.path
 
 STARTER_CONFIG = f"""\
 # ovoko-relay configuration, written by `ovoko-relay init`.

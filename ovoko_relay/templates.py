@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -16,6 +15,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import Problem, TemplateError
+from .reader import suggest
 from .yamlsource import Mark, mark_of
 
 VARIABLES = ("event", "data", "rule")
@@ -56,8 +56,7 @@ class _NamedUndefined(jinja2.StrictUndefined):
                 f"`{{{{ {full} | default('') }}}}` to allow it to be missing)"
             )
         if owner is jinja2.utils.missing:
-            close = difflib.get_close_matches(str(name), VARIABLES, n=1)
-            hint = f" — did you mean `{close[0]}`?" if close else ""
+            hint = suggest(str(name), VARIABLES)
             return (
                 f"`{name}` is not defined{hint}. A template can use `event`, "
                 "`data` and `rule`"
@@ -78,8 +77,7 @@ def _zone(name: str | None) -> ZoneInfo | None:
 
 
 def _zone_hint(name: str) -> str:
-    close = difflib.get_close_matches(name, sorted(available_timezones()), n=1)
-    return f" — did you mean `{close[0]}`?" if close else " (e.g. `Europe/Vilnius`)"
+    return suggest(name, sorted(available_timezones())) or " (e.g. `Europe/Vilnius`)"
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -282,9 +280,7 @@ def _syntax_message(exc: jinja2.TemplateSyntaxError) -> str:
         return exc.message or "invalid template"
     kind, name = match.groups()
     known = ENVIRONMENT.filters if kind == "filter" else ENVIRONMENT.tests
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f" — did you mean `{close[0]}`?" if close else ""
-    return f"there is no {kind} named `{name}`{hint}"
+    return f"there is no {kind} named `{name}`{suggest(name, list(known))}"
 
 
 def _check_constants(tree: nodes.Template) -> list[str]:

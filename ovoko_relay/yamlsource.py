@@ -57,7 +57,6 @@ class Text(str):
 
     mark: Mark
     null: bool
-    secret: bool
     env_values: tuple[str, ...]
     template_source: str
     block: bool
@@ -67,18 +66,21 @@ class Text(str):
         value: str,
         mark: Mark,
         null: bool = False,
-        secret: bool = False,
         block: bool = False,
         env_values: tuple[str, ...] = (),
     ) -> Text:
         text = super().__new__(cls, value)
         text.mark = mark
         text.null = null
-        text.secret = secret
         text.block = block
         text.env_values = env_values
         text.template_source = value
         return text
+
+    @property
+    def secret(self) -> bool:
+        """Tell whether a secret-named environment variable filled part of it."""
+        return bool(self.env_values)
 
 
 class Map(dict[str, Any]):
@@ -108,6 +110,18 @@ class Seq(list[Any]):
 def mark_of(value: Any, default: Mark) -> Mark:
     """Return the place of a loaded value, or ``default`` if it has none."""
     return getattr(value, "mark", default)
+
+
+def is_null(value: Any) -> bool:
+    """Tell whether a loaded value is absent, empty, or written as null."""
+    return value is None or (isinstance(value, Text) and value.null)
+
+
+def empty_map(mark: Mark) -> Map:
+    """Return an empty mapping that stands at ``mark``."""
+    empty = Map()
+    empty.mark = mark
+    return empty
 
 
 def plain(value: Any) -> Any:
@@ -146,9 +160,7 @@ def load_text(text: str, file: str, environ: Mapping[str, str]) -> Any:
         raise ConfigError(problems)
 
     if root is None:
-        empty = Map()
-        empty.mark = Mark(file, 1, 1)
-        return empty
+        return empty_map(Mark(file, 1, 1))
     builder = _Builder(file, environ)
     try:
         value = builder.build(root)
@@ -309,7 +321,7 @@ class _Builder:
         used: list[str] = []
         value, template_source = self.interpolate(node.value, mark, used)
         block = node.style in ("|", ">")
-        text = Text(value, mark, secret=bool(used), block=block, env_values=tuple(used))
+        text = Text(value, mark, block=block, env_values=tuple(used))
         text.template_source = template_source
         return text
 

@@ -463,5 +463,5 @@ def test_the_plugins_command_lists_versions_sources_and_errors(
     ]  # fmt: skip
     assert (
         "unusable: cannot be imported: No module named 'no_such_module'"
-        in (rows["moody"])
+        in rows["moody"]
     )

@@ -14,8 +14,6 @@ from conftest import LOG_CONFIG
 
 from ovoko_relay.notify import notify
 
-CONFIG = LOG_CONFIG
-
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
@@ -71,7 +69,7 @@ def test_relay_tells_systemd_ready_reloading_and_stopping(
     write_config, start_relay, notify_socket: socket.socket
 ) -> None:
     relay = start_relay(
-        write_config(CONFIG), env={"NOTIFY_SOCKET": notify_socket.getsockname()}
+        write_config(LOG_CONFIG), env={"NOTIFY_SOCKET": notify_socket.getsockname()}
     )
 
     ready = receive(notify_socket)

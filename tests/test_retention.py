@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from ovoko_relay.retention import DAY, Pruner, prune
 from ovoko_relay.store import Store
@@ -125,9 +126,7 @@ def test_pruner_runs_at_start_with_the_configured_days(store: Store) -> None:
     pruner = Pruner(store, lambda: 3, on_pruned=lambda e, d: pruned.append((e, d)))
 
     pruner.start()
-    deadline = time.monotonic() + 5
-    while not pruned and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: pruned, timeout=5, interval=0.01)
     pruner.stop()
 
     assert pruned == [(1, 0)]

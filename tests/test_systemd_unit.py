@@ -20,8 +20,6 @@ UNIT = ROOT / "contrib" / "systemd" / "ovoko-relay.service"
 INSTALLED = "/opt/ovoko-relay/venv/bin/ovoko-relay"
 CONFIG = "/etc/ovoko-relay/config.yaml"
 
-GOOD = LOG_CONFIG
-
 
 def directives() -> list[tuple[str, str]]:
     """Return the unit's (key, value) lines in order; keys may repeat."""
@@ -121,16 +119,16 @@ def run_exec_reload(config: Path, pid: int, env: dict[str, str]) -> int:
 def test_systemctl_reload_fails_on_a_bad_file_and_the_relay_keeps_running(
     write_config, start_relay, relay_env: dict[str, str]
 ) -> None:
-    path = write_config(GOOD)
+    path = write_config(LOG_CONFIG)
     relay = start_relay(path)
     assert relay.proc is not None
 
-    path.write_text(GOOD.replace("action: office-log", "action: ofice-log"))
+    path.write_text(LOG_CONFIG.replace("action: office-log", "action: ofice-log"))
     assert run_exec_reload(path, relay.proc.pid, relay_env) != 0
     assert "reload outcome" not in relay.log()
     assert relay.post(sample("part-sold")).status_code == 200
 
-    path.write_text(GOOD.replace("sold {{", "SOLD {{"))
+    path.write_text(LOG_CONFIG.replace("sold {{", "SOLD {{"))
     assert run_exec_reload(path, relay.proc.pid, relay_env) == 0
     relay.wait_for_log("reload outcome=applied")
     assert relay.stop() == 0

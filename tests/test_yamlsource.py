@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ovoko_relay.errors import ConfigError
-from ovoko_relay.yamlsource import Map, Seq, Text, load_file, load_text, plain
+from ovoko_relay.yamlsource import (
+    Map,
+    Seq,
+    Text,
+    is_null,
+    load_file,
+    load_text,
+    plain,
+)
 
 
 def load(text: str, environ: dict[str, str] | None = None):
@@ -43,6 +51,17 @@ def test_unquoted_null_is_marked_null(written: str) -> None:
 
 def test_quoted_null_is_text() -> None:
     assert not load("key: 'null'\n")["key"].null
+
+
+@pytest.mark.parametrize(
+    ("written", "null"),
+    [("~", True), ("", True), ("''", False), ("x", False), ("[]", False)],
+)
+def test_is_null_tells_an_absent_value_from_a_written_one(
+    written: str, null: bool
+) -> None:
+    assert is_null(load(f"key: {written}\n")["key"]) is null
+    assert is_null(load("other: 1\n").get("key"))
 
 
 def test_every_value_knows_its_line_and_column() -> None:

@@ -8,9 +8,8 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .base import Plugin, Setting
 
-logger = logging.getLogger(
-    __name__
-)  # not `log`: the `log` plugin module would shadow it
+# Not `log`: importing the `log` plugin submodule would overwrite that name.
+logger = logging.getLogger(__name__)
 
 GROUP = "ovoko_relay.plugins"
 

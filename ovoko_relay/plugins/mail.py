@@ -172,8 +172,10 @@ def addresses(values: list[str] | str) -> list[str]:
         if not address and not name:
             continue
         if not _ADDRESS.match(address):
-            raise PermanentError(f"`to` holds something that is not an e-mail "
-                                 f"address: {(address or name)!r}")  # fmt: skip
+            raise PermanentError(
+                "`to` holds something that is not an e-mail address: "
+                f"{(address or name)!r}"
+            )
         found.append(f"{name} <{address}>" if name else address)
     if not found:
         raise PermanentError("`to` is empty: give at least one address")

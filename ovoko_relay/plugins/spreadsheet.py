@@ -168,7 +168,7 @@ def append_xlsx(path: str, row: Mapping[str, str], sheet: str) -> None:
         worksheet.cell(1, number, name)
     clean = [ILLEGAL_CHARACTERS_RE.sub("", row.get(name, "")) for name in header]
     worksheet.append(clean)
-    _save_replacing(workbook, path)
+    _replace(path, workbook.save, text=False)
 
 
 def _lock_for(path: str) -> threading.Lock:
@@ -208,10 +208,6 @@ def _xlsx_header(worksheet: Any) -> list[str]:
     while header and header[-1] == "":
         header.pop()
     return header
-
-
-def _save_replacing(workbook: Any, path: str) -> None:
-    _replace(path, workbook.save, text=False)
 
 
 def _replace(path: str, write: Any, text: bool) -> None:
